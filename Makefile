@@ -1,0 +1,51 @@
+# rlvr — `make help` lists the targets. Every target that needs Python depends on the venv, so any of
+# them works as the very first command on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TASK   ?= math
+ARGS   ?=
+LOGDIR ?= runs
+TORCH_CPU_VERSION ?= 2.13.0
+
+.PHONY: help install train test test-slow lint bench eval report tb clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: TASK=math|sql|code|multi  ARGS='--trainer.max_steps=50 ...'"
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# no CUDA here: the CPU build of torch first, so nothing below pulls a multi-GB CUDA wheel
+	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
+		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP) ## build .venv (CPU torch first where there is no CUDA, then `pip install -e .[dev]`)
+
+train: $(STAMP) ## train: make train TASK=math|sql|code|multi ARGS="--trainer.max_steps=50"
+	@test -f configs/task/$(TASK).yaml || { echo "unknown TASK=$(TASK): choose one of $$(ls configs/task | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	$(PY) -m rlvr fit --config configs/base.yaml --config configs/task/$(TASK).yaml $(ARGS)
+
+test: $(STAMP) ## fast test suite (offline, CPU)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: $(STAMP) ## slow tests: the learning check, full benchmarks
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+lint: $(STAMP) ## ruff lint + format check
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench: $(STAMP) ## speed benchmarks (ratios against references measured in the same run)
+	$(PY) benchmarks/bench_sandbox.py
+	$(PY) benchmarks/bench_sql.py
+
+tb: $(STAMP) ## TensorBoard on $(LOGDIR)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+
+clean: ## remove logs and caches (keeps .venv)
+	rm -rf $(LOGDIR) lightning_logs .pytest_cache .ruff_cache

@@ -1,0 +1,223 @@
+"""Loading the policy: hub id or local checkpoint, optional LoRA / 4-bit, and the built-in tiny model.
+
+The tiny model is a real Qwen2-architecture checkpoint built from a config, with a byte-level BPE tokenizer
+trained on the task corpus. It is saved with ``save_pretrained`` into a cache directory keyed by its settings
+(and the corpus), so ``AutoTokenizer`` / ``AutoModelForCausalLM`` (and vLLM) load it like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+TINY = "tiny"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# ChatML, as Qwen2 uses it; generation stops at <|im_end|>.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+# Qwen2's pre-tokenizer split; reproduced so transformers' Qwen2Tokenizer re-creates our tokenizer exactly.
+QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message is one line naming the cause and the fix."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
+
+
+def train_tiny_tokenizer(texts: Sequence[str], vocab_size: int):
+    """A byte-level BPE with Qwen2's normalizer and pre-tokenizer, trained on ``texts``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def build_tiny(
+    corpus: Sequence[str],
+    *,
+    vocab_size: int = 2048,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 704,
+    max_positions: int = 1024,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Build (once) and return the directory of a tiny Qwen2 checkpoint trained-tokenizer on ``corpus``.
+
+    The directory name hashes every setting and the corpus, so a changed corpus gives a new checkpoint. It is
+    written into a temporary directory and renamed into place: a crash leaves nothing half-written.
+    """
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    head_dim = hidden_size // num_heads
+    if head_dim < 32:  # vLLM's CPU attention needs head_dim >= 32
+        raise ValueError(f"tiny model head_dim={head_dim} < 32: use fewer heads or a larger hidden_size")
+    settings = dict(
+        vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+        num_kv_heads=num_kv_heads, intermediate_size=intermediate_size, max_positions=max_positions, seed=seed,
+    )  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for text in corpus:
+        digest.update(text.encode())
+    root = Path(cache_dir) if cache_dir else default_cache_dir() / "tiny"
+    out = root / digest.hexdigest()[:16]
+    if (out / "config.json").is_file():
+        return out
+
+    tok = train_tiny_tokenizer(corpus, vocab_size)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    )
+    hf_tok.chat_template = CHAT_TEMPLATE
+    config = Qwen2Config(
+        vocab_size=len(hf_tok),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=hf_tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=hf_tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        hf_tok.save_pretrained(tmp)
+        _mark_qwen2_tokenizer(tmp)
+        tmp.rename(out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").is_file():  # lost a race to another process: theirs is complete
+            raise
+    return out
+
+
+def _mark_qwen2_tokenizer(path: Path) -> None:
+    """Declare the tokenizer class Qwen2Tokenizer, as a real Qwen2 checkpoint does (same ids: tested)."""
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "Qwen2Tokenizer"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory as is; ``"tiny"`` is resolved by the caller; anything else is treated as a hub id."""
+    p = Path(name_or_path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ModelLoadError(f"model path {p} is a file: pass the checkpoint directory")
+    return str(p) if p.is_dir() else name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise ModelLoadError(_load_error(path, e)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str = "float32",
+    load_in_4bit: bool = False,
+):
+    """``AutoModelForCausalLM`` from a hub id or directory; 4-bit NF4 through bitsandbytes when asked."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    kwargs: dict = {"dtype": getattr(torch, dtype)}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as e:
+        raise ModelLoadError(_load_error(path, e)) from None
+    if load_in_4bit:
+        disable_bnb_cpu_repack(model)
+    return model
+
+
+def disable_bnb_cpu_repack(model: torch.nn.Module) -> None:
+    """bitsandbytes 0.50 on AVX512-BF16 CPUs repacks a Linear4bit weight on its first no-grad eval forward,
+    after which backward crashes (with bias) or passes no gradient (without): switch that path off."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules: str | list[str] = "all-linear"):
+    """Wrap ``model`` with trainable LoRA adapters (peft); the base weights stay frozen."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, config)
+
+
+def _load_error(path: str, err: Exception) -> str:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    if not Path(path).exists():
+        return (
+            f"cannot load model {path!r}: not a local directory and the hub did not serve it ({first}); "
+            "offline? pass a local checkpoint directory or name_or_path=tiny"
+        )
+    return f"cannot load model from {path}: {first}"

@@ -1,0 +1,1 @@
+"""Domains: prompt building, data sources and generators, each behind :class:`rlvr.tasks.base.Task`."""
