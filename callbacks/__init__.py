@@ -1,0 +1,7 @@
+"""Lightning callbacks for rlvr (import name ``callbacks``)."""
+
+from callbacks.adapter_export import AdapterExport
+from callbacks.kl_monitor import KLMonitor
+from callbacks.stage_switch import StageSwitch
+
+__all__ = ["AdapterExport", "KLMonitor", "StageSwitch"]

@@ -1,0 +1,168 @@
+"""Interleave the prompts of several tasks by weight into training batches (seeded and resumable).
+
+Each batch is a list of :class:`rlvr.tasks.base.Example`; tasks may mix inside a batch, and every example
+keeps its task name and reference, so rollout, scoring and loss stay aligned per sample.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from rlvr.tasks.base import Example, Task
+
+MIXING = ("proportional", "temperature", "uniform")
+
+
+def mixture_probs(sizes: Mapping[str, int], weights: Mapping[str, float] | None, mixing: str, temperature: float):
+    """Sampling probability of each task.
+
+    proportional: ∝ weight · size;  temperature: ∝ (weight · size)^(1/T) (T > 1 flattens);  uniform: equal.
+    """
+    if mixing not in MIXING:
+        raise ValueError(f"mixing={mixing!r}: choose one of {MIXING}")
+    names = sorted(sizes)
+    w = {n: float((weights or {}).get(n, 1.0)) for n in names}
+    if mixing == "uniform":
+        raw = {n: 1.0 for n in names}
+    else:
+        power = 1.0 if mixing == "proportional" else 1.0 / temperature
+        raw = {n: (w[n] * sizes[n]) ** power for n in names}
+    z = sum(raw.values())
+    if z <= 0:
+        raise ValueError("mixture weights are all zero: give at least one task a positive weight")
+    return {n: raw[n] / z for n in names}
+
+
+class MixtureStream(IterableDataset):
+    """An endless, seeded stream of examples drawn from several tasks by probability.
+
+    Every task is walked through a fresh seeded permutation per pass, so no example repeats before its task's
+    data is exhausted. The position is a plain dict (``state_dict``) for resuming; under DDP each rank takes
+    every world_size-th draw.
+    """
+
+    def __init__(self, data: Mapping[str, Sequence[Example]], probs: Mapping[str, float], seed: int):
+        self.data, self.probs, self.seed = data, probs, seed
+        self.state: dict[str, Any] = {"draws": 0, "cursor": {n: 0 for n in data}}
+
+    def _order(self, task: str, epoch: int) -> list[int]:
+        order = list(range(len(self.data[task])))
+        random.Random(f"{self.seed}/{task}/{epoch}").shuffle(order)
+        return order
+
+    def __iter__(self) -> Iterator[Example]:
+        rank, world = _rank_world()
+        names = sorted(self.probs)
+        weights = [self.probs[n] for n in names]
+        orders: dict[tuple[str, int], list[int]] = {}
+        while True:
+            k = self.state["draws"]
+            task = random.Random(f"{self.seed}/draw/{k}").choices(names, weights)[0]
+            cur = self.state["cursor"][task]
+            size = len(self.data[task])
+            epoch, pos = divmod(cur, size)
+            if (task, epoch) not in orders:
+                orders = {key: v for key, v in orders.items() if key[0] != task}  # keep one pass per task
+                orders[(task, epoch)] = self._order(task, epoch)
+            self.state["draws"] = k + 1
+            self.state["cursor"][task] = cur + 1
+            if k % world == rank:
+                yield self.data[task][orders[(task, epoch)][pos]]
+
+
+class MixtureDataModule(L.LightningDataModule):
+    """Training prompts interleaved from several tasks; validation on each task's held-out split.
+
+    Args:
+        tasks: the tasks (``class_path`` / ``init_args`` in YAML), names must be unique.
+        prompts_per_step: prompts in one training batch (each gets ``completions_per_prompt`` samples).
+        mixing: proportional | temperature | uniform (see :func:`mixture_probs`).
+        mixing_weights: task name -> weight (default 1 each).
+        mixing_temperature: T for ``temperature`` mixing.
+        val_prompts_per_task: held-out prompts per task used in validation (0 = all).
+        val_batch_size: prompts per validation batch.
+        seed: seeds the interleaving.
+    """
+
+    def __init__(
+        self,
+        tasks: list[Task],
+        prompts_per_step: int = 8,
+        mixing: str = "proportional",
+        mixing_weights: dict[str, float] | None = None,
+        mixing_temperature: float = 1.0,
+        val_prompts_per_task: int = 100,
+        val_batch_size: int = 32,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not tasks:
+            raise ValueError("data.tasks is empty: configure at least one task (see configs/task/*.yaml)")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate task names {names}: each task may appear once")
+        unknown = set(mixing_weights or {}) - set(names)
+        if unknown:
+            raise ValueError(f"mixing_weights names unknown task(s) {sorted(unknown)}; tasks are {names}")
+        if prompts_per_step < 1:
+            raise ValueError("prompts_per_step must be >= 1")
+        mixture_probs({n: 1 for n in names}, mixing_weights, mixing, mixing_temperature)  # validate early
+        self.tasks = {t.name: t for t in tasks}
+        self.prompts_per_step, self.val_batch_size = prompts_per_step, val_batch_size
+        self.mixing, self.mixing_weights, self.mixing_temperature = mixing, mixing_weights, mixing_temperature
+        self.val_prompts_per_task, self.seed = val_prompts_per_task, seed
+        self.stream: MixtureStream | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.stream is None:
+            train = {n: list(t.examples("train")) for n, t in self.tasks.items()}
+            empty = [n for n, d in train.items() if not d]
+            if empty:
+                raise ValueError(f"task(s) {empty} have no training examples: check their source and path")
+            probs = mixture_probs({n: len(d) for n, d in train.items()}, self.mixing_weights, self.mixing,
+                                  self.mixing_temperature)  # fmt: skip
+            self.stream = MixtureStream(train, probs, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.stream, batch_size=self.prompts_per_step, collate_fn=list, num_workers=0)
+
+    def val_examples(self) -> list[Example]:
+        out: list[Example] = []
+        for name in sorted(self.tasks):
+            val = list(self.tasks[name].examples("val"))
+            out += val[: self.val_prompts_per_task] if self.val_prompts_per_task else val
+        return out
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = _rank_world()
+        shard = self.val_examples()[rank::world]
+        return DataLoader(shard, batch_size=self.val_batch_size, collate_fn=list, shuffle=False)
+
+    def tokenizer_corpus(self, per_task: int) -> list[str]:
+        """Texts to train the tiny model's tokenizer on: prompts and gold solutions of every task."""
+        texts: list[str] = []
+        for name in sorted(self.tasks):
+            for ex in list(self.tasks[name].examples("train"))[:per_task]:
+                texts += [m["content"] for m in ex.messages] + ([ex.solution] if ex.solution else [])
+        return texts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream": dict(self.stream.state)} if self.stream is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.setup()
+        if "stream" in state:
+            self.stream.state = {"draws": state["stream"]["draws"], "cursor": dict(state["stream"]["cursor"])}
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

@@ -1,0 +1,80 @@
+"""Tokenising prompts and gold solutions, and per-token log-probs of completions under a model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rlvr.rollout.base import left_pad, right_pad
+from rlvr.tasks.base import Example
+
+
+def encode_prompts(tokenizer, examples: Sequence[Example], max_prompt_tokens: int | None = None) -> list[list[int]]:
+    """Chat-template token ids of each example's messages, ending with the assistant header.
+
+    Over-long prompts are cut from the left (the system prompt goes first), never silently in the middle.
+    """
+    out = []
+    for ex in examples:
+        ids = tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # transformers versions differ here
+            ids = ids["input_ids"]
+        ids = list(ids)
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            ids = ids[-max_prompt_tokens:]
+        out.append(ids)
+    return out
+
+
+def encode_solutions(tokenizer, examples: Sequence[Example], max_tokens: int) -> list[list[int]]:
+    """Token ids of each gold solution followed by EOS (the SFT targets), cut at ``max_tokens``."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for ex in examples:
+        if ex.solution is None:
+            raise ValueError(f"example {ex.uid or ex.task} has no gold solution, so it cannot be an SFT target")
+        ids = tokenizer(ex.solution, add_special_tokens=False)["input_ids"] + [eos]
+        out.append(ids[:max_tokens])
+    return out
+
+
+def pad_pairs(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Left-padded prompts [B, Lp] + mask and right-padded completions [B, T] + float mask."""
+    p_ids, p_mask = left_pad(prompts, pad_id)
+    c_ids, c_mask = right_pad(completions, pad_id)
+    return p_ids, p_mask, c_ids, c_mask
+
+
+def completion_logprobs(
+    model,
+    prompt_ids: Tensor,  # [B, Lp] left-padded
+    prompt_mask: Tensor,  # [B, Lp]
+    completion_ids: Tensor,  # [B, T] right-padded
+    completion_mask: Tensor,  # [B, T]
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    keep_mask: Tensor | None = None,  # [B, T, V] bool, tokens the sampler could draw
+) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs [B, T] of the completion tokens (and entropies [B, T] if asked).
+
+    Logits are computed only for the completion positions (``logits_to_keep``), divided by the sampling
+    temperature so the probabilities are those the sampler used, and restricted to ``keep_mask`` when given.
+    """
+    from rlvr.losses import entropy_from_logits, token_logprobs
+
+    ids = torch.cat([prompt_ids, completion_ids], 1)  # [B, L]
+    attn = torch.cat([prompt_mask.long(), completion_mask.long()], 1)
+    # positions count real tokens only, so left padding does not shift them (matches generate)
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    t = completion_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits
+    logits = logits[:, :-1].float()  # [B, T, V]: position j predicts completion token j
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp = token_logprobs(logits, completion_ids, keep_mask=keep_mask)
+    entropy = entropy_from_logits(logits) if with_entropy else None
+    return logp, entropy
