@@ -1,0 +1,332 @@
+"""Run untrusted Python programs: a warm pool of isolated worker processes, one fork per program.
+
+Each pool slot is a worker process (:mod:`rlvr.verifiers.sandbox_worker`, a fresh ``python -I``) that isolates
+itself once and then forks a child per program, so a program costs a fork rather than an interpreter start-up.
+What a program gets (see the worker for how):
+
+* **network**: none. The worker lives in a new network namespace (only a downed loopback): every connect
+  fails. As root this is ``unshare(CLONE_NEWNET)``; as another user a user namespace is created first.
+* **filesystem**: every mount is read-only (a private mount namespace, ``mount_setattr``); writable are only
+  the program's temp dir (its cwd and ``$HOME``, removed afterwards) in a private size-capped tmpfs on
+  ``/tmp``, and a private ``/dev/shm`` (both wiped after every program). The project and the host's
+  ``/tmp`` cannot be written; home directories (``/root``, ``/home``, ``~``: keys, tokens) look empty.
+* **processes**: a pid namespace per worker (programs cannot see or signal the trainer; its init, the
+  zygote, cannot be killed from inside). After each program everything left in it is killed, including
+  processes that escaped the process group. As root the program runs as an unprivileged uid
+  (``uid_base + slot``); otherwise as root of the user namespace with every capability cleared. Always
+  ``no_new_privs`` and an empty capability bounding set.
+* **limits**: wall timeout (kills the process group), RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE,
+  RLIMIT_NOFILE, no core files; stdout/stderr captured and capped (head and tail kept), a program printing
+  more than 16 MiB is killed; stdin is ``/dev/null``; the environment is scrubbed.
+
+When namespaces are unavailable (e.g. a container without user namespaces) the pool logs one loud warning
+and still runs programs with rlimits, a private cwd, the timeout and (as root) the uid drop.
+
+Not a defence against kernel exploits; CPU time and memory of concurrent programs are bounded per program,
+not in total. The program runs in a forked interpreter, so it shares the worker's already-imported modules.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("passed", "failed", "timeout", "error")
+WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
+#: modules imported once in each worker so programs using them pay nothing to import them
+PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
+           "traceback", "operator", "copy", "random", "statistics", "fractions", "decimal", "datetime", "io")  # fmt: skip
+_GRACE_S = 10.0  # how long after a program's own timeout the pool waits before declaring the worker hung
+_warned = False  # the "no isolation" warning is logged once per process, not once per worker
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits.
+
+    Attributes:
+        timeout_s: wall-clock limit; the whole process group is killed after it (CPU limit = this + 1 s).
+        memory_bytes: address-space limit (RLIMIT_AS).
+        max_processes: processes and threads the program may have (RLIMIT_NPROC).
+        max_file_bytes: largest file it may write (RLIMIT_FSIZE).
+        max_open_files: file descriptors (RLIMIT_NOFILE).
+        max_output_bytes: stdout and stderr are each capped to this (first half and last half kept).
+    """
+
+    timeout_s: float = 5.0
+    memory_bytes: int = 1 << 30
+    max_processes: int = 64
+    max_file_bytes: int = 16 << 20
+    max_open_files: int = 256
+    max_output_bytes: int = 64 << 10
+
+
+@dataclass(frozen=True)
+class Result:
+    """What running one program gave.
+
+    Attributes:
+        status: ``"passed"`` (exit code 0), ``"failed"`` (non-zero exit, signal, output limit),
+            ``"timeout"`` (wall or CPU limit) or ``"error"`` (the sandbox itself failed; not the program's fault).
+        exit_code: the exit code, ``-N`` when killed by signal N, ``None`` when it never ran.
+        stdout, stderr: captured text, capped (see ``truncated``); undecodable bytes replaced.
+        duration_s: wall time from fork to exit.
+        reason: short human-readable cause for anything but ``"passed"``.
+        truncated: whether stdout or stderr was cut.
+    """
+
+    status: str
+    exit_code: int | None
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+    reason: str = ""
+    truncated: bool = False
+
+
+def _error(reason: str) -> Result:
+    return Result(status="error", exit_code=None, reason=reason)
+
+
+class _Worker:
+    """One pool slot: a worker process and the pipes to it. Used by one thread at a time."""
+
+    def __init__(self, slot: int, config: dict[str, Any]) -> None:
+        self.config = {**config, "run_uid": config["uid_base"] + slot}
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        # start_new_session: the worker's group can be killed as a whole and never gets the trainer's ^C
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", str(WORKER_SCRIPT), json.dumps(self.config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env, start_new_session=True,
+        )  # fmt: skip
+        self.info = self._recv(time.monotonic() + 60.0)
+
+    def call(self, source: str, limits: Limits) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        body = json.dumps({"source": source, "limits": asdict(limits)}).encode()
+        deadline = time.monotonic() + limits.timeout_s + _GRACE_S
+        self._write_all(struct.pack(">I", len(body)) + body, deadline)
+        return self._recv(deadline)
+
+    def _recv(self, deadline: float) -> dict[str, Any]:
+        head = self._read_exactly(4, deadline)
+        return json.loads(self._read_exactly(struct.unpack(">I", head)[0], deadline))
+
+    @staticmethod
+    def _wait(fd: int, event: int, deadline: float) -> None:
+        # poll, not select: a busy trainer may hold more than FD_SETSIZE (1024) descriptors
+        poller = select.poll()
+        poller.register(fd, event)
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(int(left * 1000) + 1):
+            raise TimeoutError("sandbox worker did not answer in time")
+
+    def _write_all(self, data: bytes, deadline: float) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        fd, view = self.proc.stdin.fileno(), memoryview(data)
+        os.set_blocking(fd, False)  # a hung worker must not block the caller on a full pipe
+        while view:
+            self._wait(fd, select.POLLOUT, deadline)
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+
+    def _read_exactly(self, n: int, deadline: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd, buf = self.proc.stdout.fileno(), bytearray()
+        while len(buf) < n:
+            self._wait(fd, select.POLLIN, deadline)
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise EOFError(f"sandbox worker exited (code {self.proc.poll()})")
+            buf += chunk
+        return bytes(buf)
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, 9)  # the worker and, through its pid namespace, every program of it
+        except OSError:
+            pass
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
+        self.proc = None
+
+    def stop(self) -> None:
+        """Polite shutdown: EOF on its stdin makes the zygote exit (taking its namespace down)."""
+        if self.proc is None:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=2.0)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask in containers), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _warn_isolation(info: dict[str, Any]) -> None:
+    global _warned
+    iso, problems = info.get("isolation", {}), list(info.get("warnings", []))
+    if not iso.get("net_ns"):
+        problems.insert(0, "NO network isolation: programs can reach the network")
+    if not iso.get("readonly_root"):
+        problems.insert(0, "NO read-only filesystem: programs can write wherever their uid may")
+    if problems and not _warned:
+        _warned = True
+        log.warning("SANDBOX ISOLATION DEGRADED (logged once): %s", "; ".join(problems))
+
+
+class SandboxPool:
+    """A warm pool of sandbox workers; :meth:`run` is thread-safe and runs programs concurrently.
+
+    Args:
+        workers: number of worker processes = programs run at once (default: the CPU count).
+        isolate: use namespaces (network, mount, pid; user when not root). ``False`` keeps only rlimits,
+            the timeout, the private cwd and, as root, the uid drop (a warning is logged).
+        uid_base: as root, slot ``i`` runs programs as uid ``uid_base + i`` (an otherwise unused uid range).
+        tmpfs_bytes: size of each worker's private ``/tmp`` (all temp dirs of its programs).
+        hidden_dirs: directories programs see empty (``~`` expands to the trainer's home): keys, tokens and
+            caches live there. The interpreter's own directories inside them stay visible.
+
+    Workers start lazily on first use and are restarted after a crash or a hang. A process that forks after
+    creating a pool must create its own (the pool refuses to run from another pid).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        isolate: bool = True,
+        uid_base: int = 64000,
+        tmpfs_bytes: int = 256 << 20,
+        hidden_dirs: Sequence[str] = ("/root", "/home", "~"),
+    ) -> None:
+        self.workers = workers or _cpu_count()
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._pid = os.getpid()
+        config = dict(isolate=isolate, uid=os.getuid(), gid=os.getgid(), uid_base=uid_base, tmpfs_bytes=tmpfs_bytes,
+                      preload=PRELOAD, hidden_dirs=[os.path.expanduser(d) for d in hidden_dirs])  # fmt: skip
+        self._all = [_Worker(slot, config) for slot in range(self.workers)]
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for w in self._all:
+            self._idle.put(w)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="rlvr-sandbox")
+        self._closed = False
+        self.isolation: dict[str, Any] = {}  # what the first started worker reported
+
+    def run(
+        self, programs: Sequence[str], limits: Limits | None = None, *, timeout_s: float | None = None
+    ) -> list[Result]:
+        """Run every program (at most ``workers`` at once); results in input order. Never raises for a
+        program's behaviour; a broken sandbox gives ``status="error"`` results."""
+        if self._closed:
+            raise RuntimeError("SandboxPool is closed")
+        if os.getpid() != self._pid:
+            raise RuntimeError("SandboxPool used from a forked process; create a new pool there")
+        limits = limits or Limits()
+        if timeout_s is not None:
+            limits = replace(limits, timeout_s=timeout_s)
+        futures = [self._executor.submit(self._run_one, p, limits) for p in programs]
+        return [f.result() for f in futures]
+
+    def _run_one(self, source: str, limits: Limits) -> Result:
+        worker = self._idle.get()
+        try:
+            if worker.proc is None or worker.proc.poll() is not None:
+                worker.kill()
+                try:
+                    worker.start()
+                except (OSError, ValueError, TimeoutError, EOFError) as e:
+                    worker.kill()
+                    return _error(f"sandbox worker failed to start: {e}")
+                self.isolation = self.isolation or worker.info.get("isolation", {})
+                _warn_isolation(worker.info)
+            try:
+                return Result(**worker.call(source, limits))
+            except Exception as e:  # broken pipe, EOF, timeout, garbage: never the caller's problem
+                worker.kill()  # hung or dead: the next program gets a fresh worker
+                return _error(f"sandbox worker lost: {e}")
+        finally:
+            self._idle.put(worker)
+
+    def close(self) -> None:
+        """Stop every worker (programs still running are killed). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        for w in self._all:
+            w.stop()
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_default: SandboxPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> SandboxPool:
+    """The process-wide pool (``RLVR_SANDBOX_WORKERS`` workers, default the CPU count), made on first use."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._pid != os.getpid() or _default._closed:
+            workers = int(os.environ.get("RLVR_SANDBOX_WORKERS", "0")) or None
+            _default = SandboxPool(workers)
+            atexit.register(_default.close)
+        return _default
+
+
+def run_programs(
+    programs: Sequence[str],
+    timeout_s: float = 5.0,
+    *,
+    limits: Limits | None = None,
+    pool: SandboxPool | None = None,
+) -> list[Result]:
+    """Run each program in the sandbox, concurrently (bounded by the pool size); results in input order."""
+    return (pool or default_pool()).run(programs, limits, timeout_s=timeout_s)
+
+
+def run_program(
+    source: str, timeout_s: float = 5.0, *, limits: Limits | None = None, pool: SandboxPool | None = None
+) -> Result:
+    """Run one program in the sandbox (see :func:`run_programs`)."""
+    return run_programs([source], timeout_s, limits=limits, pool=pool)[0]

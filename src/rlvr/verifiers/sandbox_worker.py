@@ -1,0 +1,372 @@
+"""The sandbox worker process: a stdlib-only script, run as ``python -I sandbox_worker.py CONFIG_JSON``.
+
+:class:`rlvr.verifiers.sandbox.SandboxPool` starts one per slot. The worker isolates itself once (a user
+namespace first when not root, then network, mount and pid namespaces), makes every mount read-only except a
+private ``/tmp`` and ``/dev/shm`` tmpfs, pre-imports common modules and becomes a *zygote*: for each program it
+forks a fresh child (a fork, not an interpreter start-up) that drops privileges, applies rlimits and runs the
+program in a fresh temp dir. The zygote captures output, enforces the wall timeout, kills every process the
+program left behind and answers.
+
+Protocol on stdin/stdout, both ways: 4-byte big-endian length + UTF-8 JSON. The first message from the worker
+is the handshake ``{"isolation": {...}, "warnings": [...]}``; then one request
+``{"source": str, "limits": {...}}`` gets one response ``{"status", "exit_code", "stdout", ...}``.
+
+It must not import ``rlvr`` (it runs with ``-I``, outside the package) and must stay single-threaded
+(it forks).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import io
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+
+
+def _load_isolation() -> types.ModuleType:
+    # by path: putting this directory on sys.path would let it shadow stdlib modules in programs (code.py)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_isolation.py")
+    spec = importlib.util.spec_from_file_location("sandbox_isolation", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+isolation = _load_isolation()
+SETUP_FAILED = 121  # exit code of a child that could not isolate itself; it never runs the program
+MAX_READ_BYTES = 16 << 20  # a program printing more than this is killed (it would only burn CPU)
+
+
+# ---------------------------------------------------------------- the child: runs one program
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _close_inherited_fds() -> None:
+    """Close every descriptor above 2 (the zygote's pipes); by listing them, since closing up to a huge
+    RLIMIT_NOFILE one by one is slow where ``close_range`` is unavailable."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)))
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:  # the directory's own descriptor, already closed
+                pass
+
+
+def _run_child(source: str, tmpdir: str, out_w: int, err_w: int, ctx: dict, lim: dict) -> None:
+    """In the forked child: isolate, then run ``source`` as ``__main__``; never returns."""
+    try:
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        _close_inherited_fds()
+        os.chdir(tmpdir)
+        isolation.set_limits(lim, lim["max_processes"] + ctx["nproc_extra"])
+        isolation.drop_privileges(ctx)
+        os.environ.clear()
+        os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=tmpdir, TMPDIR=tmpdir, LANG="C.UTF-8")
+    except BaseException as e:  # never run a program we could not isolate
+        os.write(2, f"sandbox setup failed: {e!r}\n".encode())
+        os._exit(SETUP_FAILED)
+    atexit._clear()  # the zygote's handlers are not the program's
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace"
+    )
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
+    sys.argv = ["<program>"]
+    sys.dont_write_bytecode = True
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    code = 0
+    try:
+        exec(compile(source, "<program>", "exec"), main.__dict__)
+    except SystemExit as e:
+        code = _exit_code(e)
+    except BaseException as e:  # the traceback without this function's frame, as `python prog.py` prints it
+        traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+        code = 1
+    try:  # what the interpreter does on exit: join threads, run atexit, flush
+        threading._shutdown()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        code = code or 1
+    os._exit(code)
+
+
+# ---------------------------------------------------------------- the zygote: one program at a time
+
+
+class _Capture:
+    """Keeps the head and the tail of a stream (the harness reports last, so the tail matters)."""
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap, self.tail_cap = cap // 2, cap - cap // 2
+        self.head, self.tail, self.total = bytearray(), bytearray(), 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        self.tail += data
+        if len(self.tail) > 2 * self.tail_cap:  # trim rarely: amortised O(1) per byte
+            del self.tail[: len(self.tail) - self.tail_cap]
+
+    def text(self) -> tuple[str, bool]:
+        if self.total <= self.head_cap + self.tail_cap:
+            return (self.head + self.tail).decode("utf-8", "replace"), False
+        skipped = self.total - len(self.head) - self.tail_cap
+        mid = f"\n...[{skipped} bytes truncated]...\n".encode()
+        return (self.head + mid + self.tail[-self.tail_cap :]).decode("utf-8", "replace"), True
+
+
+def _kill_leftovers(pid: int, ctx: dict) -> None:
+    """Kill the program's process group and anything that escaped it (setsid, double fork)."""
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            kill()
+        except OSError:
+            pass
+    if os.getpid() == 1:  # init of our own pid namespace: -1 means every other process in it
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+    elif ctx["iso"]["uid_drop"]:  # no pid namespace: kill everything running as the program's uid
+        helper = os.fork()
+        if helper == 0:
+            try:
+                os.setresuid(ctx["run_uid"], ctx["run_uid"], ctx["run_uid"])
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.waitpid(helper, 0)
+
+
+def _reap(pid: int, ctx: dict) -> int:
+    """Wait for the program (and, as pid 1, for every orphan); returns its wait status."""
+    _, status = os.waitpid(pid, 0)
+    if os.getpid() == 1:
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+    return status
+
+
+def _pump(pid: int, pipes: dict[int, _Capture], deadline: float) -> str:
+    """Read the program's output until it exits; returns ``""``, ``"wall"`` or ``"output"`` (why killed)."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux < 5.3: poll the child's state every 5 ms instead
+        pidfd = None
+    poller = select.poll()
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    for fd in pipes:
+        poller.register(fd, select.POLLIN)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "wall"
+            wait_ms = max(1, int(left * 1000)) if pidfd is not None else min(5, max(1, int(left * 1000)))
+            exited = False
+            for fd, _ in poller.poll(wait_ms):
+                if fd == pidfd:
+                    exited = True
+                elif data := os.read(fd, 1 << 16):
+                    pipes[fd].add(data)
+                else:
+                    poller.unregister(fd)
+            if sum(c.total for c in pipes.values()) > MAX_READ_BYTES:
+                return "output"
+            if pidfd is None:  # WNOWAIT: leave the child to be reaped by _reap
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            if exited:
+                return ""
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _drain(pipes: dict[int, _Capture]) -> None:
+    """Read what is left in the pipes once every writer is dead (or stop at the read cap)."""
+    for fd, cap in pipes.items():
+        os.set_blocking(fd, False)
+        try:
+            while cap.total <= MAX_READ_BYTES and (data := os.read(fd, 1 << 16)):
+                cap.add(data)
+        except BlockingIOError:
+            pass
+
+
+def _wipe(dirs: list[str]) -> None:
+    for d in dirs:
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        for name in entries:
+            path = os.path.join(d, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def run_one(source: str, lim: dict, ctx: dict) -> dict:
+    """Fork a child for ``source``, supervise it and clean up; the result dict of the protocol."""
+    tmpdir = tempfile.mkdtemp(prefix="prog-", dir=ctx["tmp_base"])
+    pipes: dict[int, _Capture] = {}
+    try:
+        if ctx["iso"]["uid_drop"]:
+            os.chown(tmpdir, ctx["run_uid"], ctx["run_uid"])
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pipes = {out_r: _Capture(lim["max_output_bytes"]), err_r: _Capture(lim["max_output_bytes"])}
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _run_child(source, tmpdir, out_w, err_w, ctx, lim)
+            finally:  # the child must never return into the zygote's loop
+                os._exit(SETUP_FAILED)
+        os.close(out_w)
+        os.close(err_w)
+        killed = _pump(pid, pipes, start + lim["timeout_s"])
+        duration = time.monotonic() - start
+        _kill_leftovers(pid, ctx)
+        status = _reap(pid, ctx)
+        _drain(pipes)
+    finally:
+        for fd in pipes:
+            os.close(fd)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        if ctx["iso"]["private_tmp"]:  # nothing a program leaves in /tmp or /dev/shm reaches the next one
+            _wipe(["/tmp", "/dev/shm"])
+    code = os.waitstatus_to_exitcode(status)
+    (stdout, t1), (stderr, t2) = pipes[out_r].text(), pipes[err_r].text()
+    if killed == "wall":
+        verdict, reason = "timeout", f"wall time limit ({lim['timeout_s']:g} s)"
+    elif killed == "output":
+        verdict, reason = "failed", f"output limit ({MAX_READ_BYTES} bytes)"
+    elif code == SETUP_FAILED and stderr.startswith("sandbox setup failed"):
+        verdict, reason = "error", stderr.strip()
+    elif code in (-signal.SIGXCPU, -signal.SIGKILL) and duration >= int(lim["timeout_s"]):
+        verdict, reason = "timeout", "cpu time limit"
+    elif code == 0:
+        verdict, reason = "passed", ""
+    else:
+        verdict, reason = "failed", f"signal {-code}" if code < 0 else f"exit code {code}"
+    return dict(
+        status=verdict, exit_code=code, stdout=stdout, stderr=stderr, duration_s=duration,
+        reason=reason, truncated=t1 or t2,
+    )  # fmt: skip
+
+
+def _recv(fd: int) -> dict | None:
+    def exactly(n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    head = exactly(4)
+    body = None if head is None else exactly(struct.unpack(">I", head)[0])
+    return None if body is None else json.loads(body)
+
+
+def _send(fd: int, msg: dict) -> None:
+    body = json.dumps(msg).encode()
+    data = memoryview(struct.pack(">I", len(body)) + body)
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _warm_up() -> None:
+    """Do once in the zygote what every child would otherwise initialise lazily on its own: the first
+    ``compile()`` builds all AST types (~1 ms), the first traceback loads the formatting machinery."""
+    exec(compile("def f(x):\n    return [i for i in range(x)]\nf(3)", "<warm-up>", "exec"), {})
+    try:
+        raise ValueError("warm-up")
+    except ValueError as e:
+        traceback.format_exception(type(e), e, e.__traceback__)
+    null = os.open(os.devnull, os.O_WRONLY)
+    io.TextIOWrapper(io.FileIO(null, "w", closefd=True), encoding="utf-8", errors="backslashreplace").close()
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    iso, warnings = isolation.isolate(cfg)
+    ctx = {"iso": iso, "run_uid": cfg["run_uid"], "nproc_extra": 0}
+    ctx["tmp_base"] = "/tmp" if iso["private_tmp"] else tempfile.mkdtemp(prefix="rlvr-sandbox-")
+    if not (iso["uid_drop"] or iso["user_ns"]):
+        # RLIMIT_NPROC counts every task of our uid (the trainer's threads too): leave room for them
+        ctx["nproc_extra"] = isolation.count_tasks(os.getuid())
+    for name in cfg["preload"]:  # imported once here, free in every forked child
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    _warm_up()
+    import gc
+
+    gc.freeze()  # keep the zygote's objects out of the children's collections (fewer copied pages)
+    _send(1, {"isolation": iso, "warnings": warnings, "pid": os.getpid()})
+    try:
+        while (req := _recv(0)) is not None:
+            try:
+                res = run_one(req["source"], req["limits"], ctx)
+            except Exception as e:  # a zygote bug must not kill the pool slot
+                res = dict(status="error", exit_code=None, stdout="", stderr="", duration_s=0.0,
+                           reason=f"sandbox worker error: {e!r}", truncated=False)  # fmt: skip
+            _send(1, res)
+    finally:
+        if not iso["private_tmp"]:
+            shutil.rmtree(ctx["tmp_base"], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

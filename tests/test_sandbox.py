@@ -1,0 +1,359 @@
+"""The sandbox: hostile programs get the right verdict quickly, leave nothing behind, and the pool survives."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rlvr.verifiers import sandbox
+from rlvr.verifiers.sandbox import Limits, SandboxPool, run_programs
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 2.0
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(2) as p:
+        p.run(["pass"])  # start a worker so `isolation` is known
+        yield p
+
+
+def _isolated(pool: SandboxPool) -> bool:
+    iso = pool.isolation
+    return bool(iso.get("net_ns") and iso.get("readonly_root") and iso.get("pid_ns"))
+
+
+def _tasks_of_uid(uid: int) -> int:
+    n = 0
+    for entry in os.listdir("/proc"):
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                n += 1
+    return n
+
+
+def test_isolation_is_available_here(pool):
+    """On Linux as root (CI) or with user namespaces, every namespace and the read-only root are in place."""
+    iso = pool.isolation
+    assert set(iso) >= {"net_ns", "mount_ns", "pid_ns", "readonly_root", "private_tmp", "uid_drop", "user_ns"}
+    if ROOT:
+        assert (
+            iso["net_ns"] and iso["mount_ns"] and iso["pid_ns"] and iso["readonly_root"] and iso["uid_drop"]
+        )
+
+
+# (name, program, expected status, substring expected in stdout+stderr+reason)
+HOSTILE = [
+    ("busy_loop", "while True: pass", "timeout", "wall time limit"),
+    ("sleep", "import time; time.sleep(60)", "timeout", "wall time limit"),
+    (
+        "fork_bomb",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        "timeout",
+        "",
+    ),
+    ("memory_bomb", "x = bytearray(4 << 30)", "failed", "MemoryError"),
+    (
+        "huge_file",
+        "f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * (1 << 20))",
+        "failed",
+        "File too large",
+    ),
+    ("infinite_output", "while True:\n    print('y' * 1000)", "failed", "output limit"),
+    ("close_stdout", "import os\nos.close(1)\nprint('x')", "failed", ""),
+    ("exit_code", "import sys; sys.exit(3)", "failed", "exit code 3"),
+    ("exception", "raise ValueError('boom')", "failed", "ValueError: boom"),
+    ("stdin_is_devnull", "input()", "failed", "EOFError"),
+    (
+        "connect_1111",
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
+        "failed",
+        "Error",
+    ),
+    ("segfault", "import ctypes; ctypes.string_at(0)", "failed", "signal 11"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_results(pool):
+    start = time.monotonic()
+    results = pool.run([src for _, src, _, _ in HOSTILE], timeout_s=TIMEOUT)
+    return dict(zip([h[0] for h in HOSTILE], results)), time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "name,expected,needle", [(h[0], h[2], h[3]) for h in HOSTILE], ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_program_verdict(hostile_results, name, expected, needle):
+    results, _ = hostile_results
+    r = results[name]
+    assert r.status == expected, r
+    assert needle in r.stdout + r.stderr + r.reason, r
+    assert r.duration_s < TIMEOUT + 1.5, r  # killed promptly, never hangs
+    assert (
+        len(r.stdout) <= Limits().max_output_bytes + 100 and len(r.stderr) <= Limits().max_output_bytes + 100
+    )
+
+
+def test_memory_creep_hits_the_address_space_limit(pool):
+    # a small limit: touching a GiB of fresh pages takes seconds on some VMs, which is not what we test
+    src = "x = []\nwhile True:\n    x.append(bytearray(16 << 20))"
+    r = pool.run([src], Limits(timeout_s=10, memory_bytes=256 << 20))[0]
+    assert r.status == "failed" and "MemoryError" in r.stderr and r.duration_s < 5, r
+
+
+def test_hostile_batch_is_quick_and_pool_survives(pool, hostile_results):
+    _, elapsed = hostile_results
+    # 12 programs, 3 of them run into the 2 s timeout, on 2 workers
+    assert elapsed < 4 * TIMEOUT + 6
+    assert [r.status for r in pool.run(["print(6 * 7)"] * 4)] == ["passed"] * 4
+
+
+def test_nothing_survives_a_program(pool):
+    if not (ROOT and _isolated(pool)):
+        pytest.skip("needs root + pid namespace to observe leftovers by uid")
+    escape = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "print('parent done')"
+    )
+    results = pool.run([escape, HOSTILE[2][1]], timeout_s=1.0)
+    assert results[0].status == "passed" and results[1].status == "timeout"
+    time.sleep(0.2)
+    assert _tasks_of_uid(64000) + _tasks_of_uid(64001) == 0
+
+
+def test_loopback_server_of_the_host_is_unreachable(pool):
+    if not pool.isolation.get("net_ns"):
+        pytest.skip("no network namespace on this machine")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        src = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('CONNECTED')"
+        r = pool.run([src])[0]
+    finally:
+        server.close()
+    assert r.status == "failed" and "CONNECTED" not in r.stdout
+    assert "Network is unreachable" in r.stderr or "Connection refused" in r.stderr
+
+
+def test_cannot_touch_the_project(pool):
+    if not pool.isolation.get("readonly_root"):
+        pytest.skip("no read-only mount namespace on this machine")
+    canary = REPO / f".sandbox-canary-{uuid.uuid4().hex}"
+    canary.write_text("alive")
+    intruder = REPO / f".sandbox-intruder-{uuid.uuid4().hex}"
+    try:
+        src = (
+            "import os, shutil\n"
+            f"os.system('rm -rf {canary} {REPO}/tests/conftest.py')\n"
+            f"for f in (lambda: os.remove({str(canary)!r}), lambda: open({str(canary)!r}, 'w'),\n"
+            f"          lambda: open({str(intruder)!r}, 'w'), lambda: shutil.rmtree({str(REPO / 'src')!r})):\n"
+            "    try:\n        f()\n    except OSError as e:\n        print('blocked', type(e).__name__)\n"
+        )
+        r = pool.run([src])[0]
+        assert canary.read_text() == "alive" and not intruder.exists()
+        assert (REPO / "tests" / "conftest.py").is_file() and (REPO / "src" / "rlvr").is_dir()
+        assert r.stdout.count("blocked") == 4, r
+    finally:
+        canary.unlink(missing_ok=True)
+        intruder.unlink(missing_ok=True)
+
+
+def test_home_directories_are_hidden(pool):
+    if not pool.isolation.get("mount_ns"):
+        pytest.skip("no mount namespace on this machine")
+    dirs = [d for d in ("/root", "/home", os.path.expanduser("~")) if os.path.isdir(d)]
+    r = pool.run([f"import os, json\nprint(json.dumps([os.listdir(d) for d in {dirs!r}]))"])[0]
+    visible = {name for listing in json.loads(r.stdout) for name in listing}
+    # only the way to the interpreter (e.g. /root/.pyenv for a pyenv install) may remain
+    allowed = {
+        Path(p).relative_to(d).parts[0]
+        for d in dirs
+        for p in (sys.base_prefix, sys.prefix)
+        if p.startswith(d + "/")
+    }
+    assert r.status == "passed" and visible <= allowed, (visible, allowed)
+
+
+def test_environment_cwd_and_tempdir(pool, monkeypatch):
+    src = (
+        "import os, json\n"
+        "open('scratch.txt', 'w').write('x')\n"
+        "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'uid': os.getuid(),\n"
+        "                  'files': os.listdir('.')}))"
+    )
+    first = json.loads(pool.run([src])[0].stdout)
+    assert set(first["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert first["files"] == ["scratch.txt"]
+    if ROOT:
+        assert first["uid"] != 0
+    # each program gets a fresh temp dir, and the previous one is gone
+    check = f"import os; print(os.path.exists({first['cwd']!r}), os.listdir('.'))"
+    assert pool.run([check])[0].stdout.strip() == "False []"
+
+
+def test_nothing_in_tmp_reaches_the_next_program(pool):
+    if not pool.isolation.get("private_tmp"):
+        pytest.skip("no private /tmp on this machine")
+    writer = "open('/tmp/leak', 'w').write('x')\nopen('/dev/shm/leak', 'w').write('x')"
+    assert pool.run([writer])[0].status == "passed"
+    reader = "import os\nprint(os.listdir('/tmp'), os.listdir('/dev/shm'))"
+    out = [r.stdout for r in pool.run([reader] * 2)]  # whichever worker runs it
+    assert all("leak" not in o for o in out), out
+
+
+def test_output_is_capped_head_and_tail(pool):
+    src = "import sys\nsys.stdout.write('A' * 200_000)\nprint()\nprint('THE END')"
+    r = pool.run([src], Limits(max_output_bytes=4096))[0]
+    assert r.status == "passed" and r.truncated
+    assert r.stdout.startswith("A" * 2000) and r.stdout.rstrip().endswith("THE END")
+    assert "bytes truncated" in r.stdout and len(r.stdout) < 4200
+
+
+def test_program_killing_its_parent_does_not_break_the_pool(pool):
+    r = pool.run(["import os\nos.kill(os.getppid(), 9)\nprint('still here')"])[0]
+    assert r.status in ("passed", "failed")  # ignored (pid-namespace init) or EPERM (other uid)
+    assert pool.run(["print('ok')"])[0].stdout == "ok\n"
+
+
+def test_batch_overlaps_and_is_callable_from_threads(pool):
+    start = time.monotonic()
+    results = pool.run(["import time; time.sleep(0.5); print('z')"] * 4)
+    assert time.monotonic() - start < 1.9  # 2 workers: 2 rounds of 0.5 s, not 4
+    assert all(r.stdout == "z\n" for r in results)
+    outs: dict[int, list[str]] = {}
+
+    def worker(k: int) -> None:
+        outs[k] = [r.stdout for r in run_programs([f"print({k} * {j})" for j in range(5)], pool=pool)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert outs == {k: [f"{k * j}\n" for j in range(5)] for k in range(4)}
+
+
+def test_dead_worker_is_replaced():
+    with SandboxPool(1) as p:
+        assert p.run(["print(1)"])[0].status == "passed"
+        proc = p._all[0].proc
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        assert p.run(["print(2)"])[0].stdout == "2\n"
+
+
+def test_hung_worker_gives_an_error_and_is_replaced(monkeypatch):
+    monkeypatch.setattr(sandbox, "_GRACE_S", 0.5)
+    with SandboxPool(1) as p:
+        assert p.run(["print(1)"])[0].status == "passed"
+        os.killpg(p._all[0].proc.pid, signal.SIGSTOP)  # the worker stops answering
+        start = time.monotonic()
+        r = p.run(["print(2)"], timeout_s=0.5)[0]
+        assert r.status == "error" and "did not answer" in r.reason and time.monotonic() - start < 5
+        assert p.run(["print(3)"])[0].stdout == "3\n"
+
+
+def test_large_program_and_output_round_trip(pool):
+    src = f"x = {'a' * 3_000_000!r}\nprint(len(x))"
+    assert pool.run([src])[0].stdout == "3000000\n"
+
+
+def test_degraded_isolation_warns_once(caplog, monkeypatch):
+    monkeypatch.setattr(sandbox, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="rlvr.verifiers.sandbox"):
+        with SandboxPool(2, isolate=False) as p:
+            results = p.run(["print('a')", "print('b')", "import time; time.sleep(0.2)"])
+    assert [r.status for r in results] == ["passed"] * 3
+    warnings = [rec for rec in caplog.records if "SANDBOX ISOLATION DEGRADED" in rec.message]
+    assert len(warnings) == 1 and "NO network isolation" in warnings[0].message
+
+
+def test_closed_pool_refuses():
+    p = SandboxPool(1)
+    p.close()
+    with pytest.raises(RuntimeError):
+        p.run(["pass"])
+
+
+def _python_for_other_users() -> str | None:
+    """A Python >= 3.10 that an unprivileged user can run (pyenv installs under /root are not)."""
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(cand):
+            out = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", cand, "-c",
+                 "import sys; print(sys.version_info >= (3, 10))"],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if out.stdout.strip() == "True":
+                return cand
+    return None
+
+
+@pytest.mark.skipif(not ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_isolation_as_an_unprivileged_user():
+    """The same guarantees without root: a user namespace first, then network/mount/pid namespaces."""
+    python = _python_for_other_users()
+    if python is None:
+        pytest.skip("no Python runnable by an unprivileged user")
+    programs = [
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
+        f"open({str(REPO / 'intruder')!r}, 'w')",
+        "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])",
+        "while True: pass",
+    ]
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'src')!r})\n"
+        "from rlvr.verifiers.sandbox import SandboxPool\n"
+        "with SandboxPool(1) as p:\n"
+        "    r = p.run(json.loads(sys.argv[1]), timeout_s=1)\n"
+        "    print(json.dumps({'iso': p.isolation, 'r': [[x.status, x.stdout, x.stderr[-200:]] for x in r]}))\n"
+    )
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", script, json.dumps(programs)],
+        capture_output=True, text=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    if not res["iso"]["user_ns"]:
+        pytest.skip(f"user namespaces unavailable to unprivileged users here: {res['iso']}")
+    assert res["iso"]["net_ns"] and res["iso"]["readonly_root"] and res["iso"]["pid_ns"]
+    (net, write, caps, loop) = res["r"]
+    assert net[0] == "failed" and "unreachable" in net[2]
+    assert write[0] == "failed" and ("Read-only file system" in write[2] or "Permission denied" in write[2])
+    assert int(caps[1].strip(), 16) == 0  # root of its user namespace, but with no capability left
+    assert loop[0] == "timeout"
+    assert not (REPO / "intruder").exists()
+
+
+def test_worker_uses_current_interpreter():
+    # the worker must be the trainer's own interpreter (same stdlib, same site-packages)
+    with SandboxPool(1) as p:
+        r = p.run(["import sys; print(sys.executable, sys.version_info[:2])"])[0]
+    assert r.stdout.split()[0] == sys.executable
