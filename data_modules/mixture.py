@@ -6,6 +6,7 @@ keeps its task name and reference, so rollout, scoring and loss stay aligned per
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -118,6 +119,7 @@ class MixtureDataModule(L.LightningDataModule):
         self.mixing, self.mixing_weights, self.mixing_temperature = mixing, mixing_weights, mixing_temperature
         self.val_prompts_per_task, self.seed = val_prompts_per_task, seed
         self.stream: MixtureStream | None = None
+        self._refills: Iterator[Example] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.stream is None:
@@ -132,6 +134,14 @@ class MixtureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(self.stream, batch_size=self.prompts_per_step, collate_fn=list, num_workers=0)
+
+    def draw(self, n: int) -> list[Example]:
+        """``n`` more training prompts from the same stream (DAPO dynamic-sampling refills); they advance the
+        resumable position like any other draw."""
+        self.setup()
+        if self._refills is None:
+            self._refills = iter(self.stream)
+        return list(itertools.islice(self._refills, n))
 
     def val_examples(self) -> list[Example]:
         out: list[Example] = []

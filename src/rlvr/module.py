@@ -1,69 +1,33 @@
 """The LightningModule: one GRPO / hybrid SFT+GRPO step, read top to bottom as the algorithm.
 
-    rollout  = engine.generate(prompts, n=completions_per_prompt)
-    rewards  = score(rollout, references)                # [N, C] components, mask, total [N]
-    adv      = group_advantages(rewards.total, groups)   # [N]
-    loss     = λ·L_SFT(gold) + (1-λ)·L_GRPO(rollout, adv)
+    experience = collect(prompts)        # rollout (G per prompt) -> verifiers -> group advantages
+    for each of num_iterations × steps_per_generation mini-batches:
+        loss = λ·L_SFT(gold solutions) + (1-λ)·L_GRPO(mini-batch)   -> one optimizer step
 
-Each stage is a function in its own module (rollout/, rewards.py, losses.py, sequences.py); this file only
-orchestrates them and logs.
+Each stage is a function in its own module (rollout/, rewards.py, advantages.py, losses.py, experience.py,
+sequences.py); this file orchestrates them, and train_logging.py writes what happened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from rlvr import losses
+from rlvr.experience import Experience, concat_rewards, concat_rollouts, select_rewards, select_rollout, task_index
 from rlvr.models import TINY, add_lora, build_tiny, load_causal_lm, load_tokenizer
-from rlvr.rewards import RewardBatch, score_async
-from rlvr.rollout.base import Rollout, SamplingParams
+from rlvr.rewards import score_async
+from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.hf import HFEngine
 from rlvr.sequences import completion_logprobs, encode_prompts, encode_solutions, pad_pairs
+from rlvr.settings import DapoSettings, EntropyControl, HybridSchedule, LoraSettings, MultitaskBalance, TinyModelSettings
 from rlvr.tasks.base import Example
-from rlvr.train_logging import StepLogger
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA adapters (peft). ``r = 0`` trains the full model."""
-
-    r: int = 0
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
-
-
-@dataclass(frozen=True)
-class HybridSchedule:
-    """λ in λ·L_SFT + (1-λ)·L_GRPO over training steps: constant | linear | cosine | step.
-
-    ``step`` uses ``start`` before ``switch_step`` and ``end`` from it on (SFT warm-up, then RL).
-    λ = 1 skips generation (pure SFT); λ = 0 skips the SFT forward.
-    """
-
-    schedule: str = "constant"
-    start: float = 0.0
-    end: float = 0.0
-    switch_step: int = 0
-
-
-@dataclass(frozen=True)
-class TinyModelSettings:
-    """The built-in tiny Qwen2 model (``name_or_path: tiny``), its tokenizer trained on the task corpus."""
-
-    vocab_size: int = 2048
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 704
-    corpus_size: int = 2000
+from rlvr.train_logging import StepLogger, reduce_metrics
 
 
 class RLVRModule(L.LightningModule):
@@ -77,22 +41,32 @@ class RLVRModule(L.LightningModule):
         lora: LoRA adapters; with LoRA the reference policy is the base with adapters disabled.
         completions_per_prompt: G, completions sampled per prompt (the group size).
         micro_batch_size: completions per forward/backward; accumulation steps are derived and logged.
+        num_iterations: μ, passes over each rollout (μ > 1 stores old log-probs from a no-grad forward).
+        steps_per_generation: optimizer steps per rollout pass; the rollout is split into this many
+            mini-batches by prompt. Each optimizer step counts toward ``trainer.max_steps``.
         max_new_tokens: generation budget per completion.
         max_prompt_tokens: longer prompts are cut from the left.
-        temperature: sampling temperature (also applied to training log-probs).
+        temperature: sampling temperature (training log-probs use the same).
         top_p: nucleus sampling.
         top_k: top-k sampling (0 = off).
+        keep_sampling_mask: DeepSeek-V3.2: record the sampler's top-p/top-k truncation and apply it to the
+            training log-probs too, so the ratio compares the same action space.
+        rollout_chunks: generate the batch in this many chunks of prompts; chunk k is scored (in threads and
+            the sandbox pool) while chunk k+1 is generated.
         loss: the policy-loss family and its options (TRL names).
-        scale_rewards: advantage scaling: group | batch | none.
+        scale_rewards: advantage scaling: group | batch | none (TRL).
+        multitask: per-task advantage std and per-task loss weights.
+        dapo: dynamic sampling, soft overlong punishment, masking truncated completions.
+        entropy_control: adaptive entropy coefficient.
         hybrid: λ schedule of the SFT term.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up.
         max_grad_norm: gradient clipping (0 = off).
         val_max_new_tokens: generation budget in validation (greedy); defaults to ``max_new_tokens``.
-        log_samples_every_n_steps: write a sample completion to TensorBoard every N steps (0 = never).
+        log_samples_every_n_steps: write sample completions to TensorBoard every N steps (0 = never).
         truncation_warn_frac: warn when more than this fraction of completions hit ``max_new_tokens``.
-        scoring_threads: threads that run verifiers while the policy forward proceeds.
+        scoring_threads: threads that run verifiers while generation proceeds.
     """
 
     def __init__(
@@ -104,13 +78,20 @@ class RLVRModule(L.LightningModule):
         lora: LoraSettings = LoraSettings(),  # noqa: B008
         completions_per_prompt: int = 8,
         micro_batch_size: int = 64,
+        num_iterations: int = 1,
+        steps_per_generation: int = 1,
         max_new_tokens: int = 128,
         max_prompt_tokens: int = 1024,
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        keep_sampling_mask: bool = False,
+        rollout_chunks: int = 2,
         loss: losses.PolicyLossConfig = losses.PolicyLossConfig(),  # noqa: B008
         scale_rewards: str = "group",
+        multitask: MultitaskBalance = MultitaskBalance(),  # noqa: B008
+        dapo: DapoSettings = DapoSettings(),  # noqa: B008
+        entropy_control: EntropyControl = EntropyControl(),  # noqa: B008
         hybrid: HybridSchedule = HybridSchedule(),  # noqa: B008
         lr: float = 1e-5,
         weight_decay: float = 0.0,
@@ -123,20 +104,27 @@ class RLVRModule(L.LightningModule):
     ):
         super().__init__()
         _check(completions_per_prompt >= 1, "completions_per_prompt must be >= 1")
-        _check(micro_batch_size >= 1, "micro_batch_size must be >= 1")
+        _check(min(micro_batch_size, num_iterations, steps_per_generation, rollout_chunks) >= 1,
+               "micro_batch_size, num_iterations, steps_per_generation and rollout_chunks must be >= 1")  # fmt: skip
         _check(scale_rewards in ("group", "batch", "none"), f"scale_rewards={scale_rewards!r}: use group|batch|none")
         _check(not load_in_4bit or lora.r > 0, "load_in_4bit needs LoRA: set lora.r > 0 (QLoRA)")
-        _check(
-            completions_per_prompt > 1 or hybrid.schedule == "constant" and hybrid.start == 1.0,
-            "GRPO needs completions_per_prompt >= 2 (a group of one has zero advantage)",
-        )
+        _check(hybrid.schedule in losses.SFT_SCHEDULES,
+               f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(losses.SFT_SCHEDULES)}")  # fmt: skip
+        _check(not multitask.per_task_advantage_std or scale_rewards == "batch",
+               "multitask.per_task_advantage_std needs scale_rewards=batch")  # fmt: skip
+        _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
+        if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
+            loss = dataclasses.replace(loss, max_completion_length=max_new_tokens)
         self.save_hyperparameters()
-        self.automatic_optimization = False  # several updates per rollout, guarded steps
+        self.automatic_optimization = False  # several optimizer steps per rollout, guarded steps
         self.name_or_path, self.tiny, self.dtype_name, self.load_in_4bit = name_or_path, tiny, dtype, load_in_4bit
         self.lora, self.loss_cfg, self.hybrid = lora, loss, hybrid
+        self.multitask, self.dapo, self.entropy_control = multitask, dapo, entropy_control
         self.G, self.micro_batch_size = completions_per_prompt, micro_batch_size
+        self.num_iterations, self.steps_per_generation = num_iterations, steps_per_generation
         self.sampling = SamplingParams(max_new_tokens, temperature, top_p, top_k)
         self.val_sampling = SamplingParams(val_max_new_tokens or max_new_tokens, 0.0)
+        self.keep_sampling_mask, self.rollout_chunks = keep_sampling_mask, rollout_chunks
         self.max_prompt_tokens, self.scale_rewards = max_prompt_tokens, scale_rewards
         self.lr, self.weight_decay, self.warmup_steps, self.max_grad_norm = lr, weight_decay, warmup_steps, max_grad_norm
         self.scoring = ThreadPoolExecutor(max_workers=scoring_threads, thread_name_prefix="rlvr-score")
@@ -149,23 +137,22 @@ class RLVRModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.policy is not None:
             return
-        self.tasks = dict(self.trainer.datamodule.tasks) if self.trainer.datamodule is not None else {}
+        dm = self.trainer.datamodule
+        self.tasks = dict(dm.tasks)
         path = self.name_or_path
         if path == TINY:
-            corpus = self.trainer.datamodule.tokenizer_corpus(self.tiny.corpus_size)
-            settings = {k: v for k, v in asdict(self.tiny).items() if k != "corpus_size"}
-            path = str(build_tiny(corpus, **settings))
+            settings = {k: v for k, v in dataclasses.asdict(self.tiny).items() if k != "corpus_size"}
+            path = str(build_tiny(dm.tokenizer_corpus(self.tiny.corpus_size), **settings))
         self.tokenizer = load_tokenizer(path)
         model = load_causal_lm(path, dtype=self.dtype_name, load_in_4bit=self.load_in_4bit)
         if self.lora.r > 0:
-            model = add_lora(
-                model, r=self.lora.r, alpha=self.lora.alpha, dropout=self.lora.dropout,
-                target_modules=self.lora.target_modules,
-            )  # fmt: skip
+            model = add_lora(model, r=self.lora.r, alpha=self.lora.alpha, dropout=self.lora.dropout,
+                             target_modules=self.lora.target_modules)  # fmt: skip
         elif self.loss_cfg.beta > 0:  # a frozen copy; with LoRA the base itself is the reference
             self.ref_policy = load_causal_lm(path, dtype=self.dtype_name).eval().requires_grad_(False)
         self.policy = model.train()  # from_pretrained returns eval mode
-        self.engine = HFEngine(model, self.tokenizer, stop_token_ids=[self.tokenizer.pad_token_id])
+        self.engine = HFEngine(model, self.tokenizer, stop_token_ids=[self.tokenizer.pad_token_id],
+                               **({"record_keep_mask": True} if self.keep_sampling_mask else {}))  # TEMP
         self.step_log.setup_metrics(self.tasks)
 
     def configure_optimizers(self):
@@ -181,27 +168,23 @@ class RLVRModule(L.LightningModule):
     # ---------------------------------------------------------------- the step
     def training_step(self, batch: list[Example], batch_idx: int) -> None:
         lam = self.sft_weight()
-        opt = self.optimizers()
-        metrics: dict[str, float] = {"train/sft_weight": lam}
-        if lam > 0:
-            metrics["train/sft_loss"] = self.sft_backward(batch, weight=lam)
-        if lam < 1:
-            t0 = time.perf_counter()
-            rollout = self.generate(batch)
-            t1 = time.perf_counter()
-            wait_rewards = score_async(
-                self.scoring, self.tasks, [ex.task for ex in rollout_examples(batch, self.G)], rollout.texts,
-                [ex.reference for ex in rollout_examples(batch, self.G)],
-            )  # fmt: skip
-            pg_metrics, rewards, t_score = self.grpo_backward(rollout, wait_rewards, weight=1 - lam)
-            metrics.update(pg_metrics)
-            metrics.update({"timing_s/generate": t1 - t0, "timing_s/score": t_score})
-            self.step_log.rollout(batch, rollout, rewards, metrics)
-        t2 = time.perf_counter()
-        metrics["train/grad_norm"], metrics["train/skipped_steps"] = self.guarded_step(opt)
-        metrics["timing_s/update"] = time.perf_counter() - t2 + metrics.get("timing_s/forward_backward", 0.0)
-        metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get("train/pg_loss", 0.0)
-        self.step_log.scalars(metrics)
+        if lam >= 1.0:  # SFT stage: no generation at all
+            metrics = {"train/sft_loss": self.sft_backward(batch, weight=1.0)}
+            self.optimizer_step_guarded(metrics, lam)
+            return
+        metrics: dict[str, float] = {}
+        exp = self.collect(batch, metrics)
+        for _ in range(self.num_iterations):
+            for rows in exp.minibatches(self.steps_per_generation):
+                step_metrics = dict(metrics)
+                prompts = sorted(set(exp.prompt_index[rows].tolist()))
+                if lam > 0:
+                    step_metrics["train/sft_loss"] = self.sft_backward([exp.examples[i] for i in prompts], lam)
+                t = time.perf_counter()
+                step_metrics.update(self.policy_backward(exp, rows, weight=1.0 - lam))
+                step_metrics["timing_s/update"] = time.perf_counter() - t
+                self.optimizer_step_guarded(step_metrics, lam)
+        self.adapt_entropy_coef(metrics)
 
     def sft_weight(self) -> float:
         """λ of this step: the StageSwitch callback's decision if one is active, else the schedule."""
@@ -210,9 +193,78 @@ class RLVRModule(L.LightningModule):
         h = self.hybrid
         return losses.sft_weight(h.schedule, self.global_step, self._total_steps(), h.start, h.end, h.switch_step)
 
-    def generate(self, batch: list[Example]) -> Rollout:
-        prompts = encode_prompts(self.tokenizer, batch, self.max_prompt_tokens)
-        return self.engine.generate(prompts, self.G, self.sampling)
+    def collect(self, batch: list[Example], metrics: dict) -> Experience:
+        """Rollout -> verifiers -> advantages, with DAPO dynamic sampling when enabled."""
+        examples, rollouts, rewards, rounds = [], [], [], 0
+        pending = list(batch)
+        t_gen = t_score = 0.0
+        while pending:
+            t0 = time.perf_counter()
+            r, wait = self.rollout_and_score(pending)
+            t1 = time.perf_counter()
+            rb = wait()
+            last_round = (pending, r, rb)
+            t_gen, t_score = t_gen + (t1 - t0), t_score + (time.perf_counter() - t1)
+            rb.total = rb.total + self.overlong_penalty(r.lengths)
+            offset = len(examples)
+            keep = torch.ones(len(r.texts), dtype=torch.bool)
+            if self.dapo.dynamic_sampling:
+                keep = ~losses.zero_std_groups(rb.total, r.group_ids.cpu())
+                metrics.setdefault("rollout/dynamic_sampling_dropped_groups", 0.0)
+                metrics["rollout/dynamic_sampling_dropped_groups"] += float((~keep).sum()) / self.G
+            rows = torch.nonzero(keep).flatten()
+            kept_prompts = sorted(set(r.group_ids[rows].tolist()))
+            remap = {g: offset + i for i, g in enumerate(kept_prompts)}
+            kept = select_rollout(r, rows)
+            kept.group_ids = torch.tensor([remap[int(g)] for g in kept.group_ids], dtype=torch.long)
+            examples += [pending[g] for g in kept_prompts]
+            rollouts.append(kept)
+            rewards.append(select_rewards(rb, rows))
+            missing = len(batch) - len(examples)
+            if not self.dapo.dynamic_sampling or missing <= 0 or rounds >= self.dapo.max_sampling_rounds:
+                break
+            rounds += 1
+            pending = self.trainer.datamodule.draw(missing)
+        metrics.update({"timing_s/generate": t_gen, "timing_s/score": t_score, "rollout/sampling_rounds": rounds})
+        if not examples:  # every group was uninformative: train on the last round (zero advantages) anyway
+            examples, rollouts, rewards = last_round[0], [last_round[1]], [last_round[2]]
+        rollout = concat_rollouts(rollouts, self.tokenizer.pad_token_id)
+        rb = concat_rewards(rewards)
+        names = sorted(self.tasks)
+        task_ids = task_index(rb.tasks, names)
+        adv = losses.group_advantages(
+            rb.total, rollout.group_ids, scale_rewards=self.scale_rewards, task_ids=task_ids,
+            per_task_std=self.multitask.per_task_advantage_std,
+        )  # fmt: skip
+        loss_mask = rollout.completion_mask.clone()
+        if self.dapo.mask_truncated_completions:
+            loss_mask[rollout.truncated] = 0.0
+        exp = Experience(examples, rollout, rb, adv, loss_mask, task_ids, names, rollout.group_ids.clone())
+        if self.num_iterations > 1 or self.steps_per_generation > 1:
+            exp.old_logp = self.stored_logprobs(exp)  # π_old is fixed before the first update
+        self.step_log.rollout(examples, rollout, rb, metrics)
+        return exp
+
+    def rollout_and_score(self, examples: list[Example]):
+        """Generate G completions per prompt in chunks; each chunk's scoring starts as soon as it exists, so
+        verifiers run while the next chunk is generated. Returns the rollout and a wait-for-rewards function."""
+        parts, waits = [], []
+        for chunk in _split(examples, self.rollout_chunks):
+            prompts = encode_prompts(self.tokenizer, chunk, self.max_prompt_tokens)
+            r = self.engine.generate(prompts, self.G, self.sampling)
+            refs = [ex for ex in chunk for _ in range(self.G)]
+            waits.append(score_async(self.scoring, self.tasks, [e.task for e in refs], r.texts,
+                                     [e.reference for e in refs]))  # fmt: skip
+            parts.append(r)
+        rollout = concat_rollouts(parts, self.tokenizer.pad_token_id) if len(parts) > 1 else parts[0]
+        rollout.group_ids = rollout.group_ids.cpu()
+        return rollout, lambda: concat_rewards([w() for w in waits])
+
+    def overlong_penalty(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.dapo.overlong_buffer <= 0:
+            return torch.zeros_like(lengths, dtype=torch.float32).cpu()
+        pen = losses.overlong_penalty(lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer)
+        return self.dapo.overlong_penalty_factor * pen
 
     def sft_backward(self, batch: list[Example], weight: float) -> float:
         """Token-level cross-entropy on the gold solutions, backward scaled by ``weight``; returns the loss."""
@@ -231,71 +283,90 @@ class RLVRModule(L.LightningModule):
             value += loss.item()
         return value
 
-    def grpo_backward(self, rollout: Rollout, wait_rewards, weight: float):
-        """Policy-gradient loss over micro-batches, backward scaled by ``weight``.
-
-        The first forward runs while the verifiers score (advantages are needed only at the loss).
-        """
-        n = rollout.completion_ids.shape[0]
-        cfg = self.loss_cfg
-        need_entropy = cfg.entropy_coef > 0 or cfg.top_entropy_quantile < 1.0 or True  # entropy is always logged
-        rewards: RewardBatch | None = None
-        adv = None
-        t_score = 0.0
-        sums: dict[str, float] = {}
-        total_tokens = float(rollout.completion_mask.sum())
-        for lo in range(0, n, self.micro_batch_size):
-            sl = slice(lo, lo + self.micro_batch_size)
-            p_ids, p_mask = rollout.prompt_ids[sl], rollout.prompt_mask[sl]
-            c_ids, c_mask = rollout.completion_ids[sl], rollout.completion_mask[sl]
+    def policy_backward(self, exp: Experience, rows: torch.Tensor, weight: float) -> dict[str, float]:
+        """GRPO-family loss over the mini-batch ``rows`` in micro-batches, backward scaled by ``weight``."""
+        cfg, r = self.loss_cfg, exp.rollout
+        totals = losses.batch_totals(exp.loss_mask[rows], exp.task_ids[rows], len(exp.task_names))
+        task_w = torch.tensor([(self.multitask.task_loss_weights or {}).get(n, 1.0) for n in exp.task_names])
+        parts: list[tuple[torch.Tensor, dict]] = []
+        for mb in rows.split(self.micro_batch_size):
+            batch = self._tensors(exp, mb)
             logp, entropy = completion_logprobs(
-                self.policy, p_ids, p_mask, c_ids, c_mask, self.sampling.temperature, with_entropy=need_entropy
+                self.policy, *batch["seq"], self.sampling.temperature, with_entropy=True, keep_mask=batch["keep"]
             )
-            ref_logp = self.reference_logprobs(p_ids, p_mask, c_ids, c_mask) if cfg.beta > 0 else None
-            if rewards is None:
-                t = time.perf_counter()
-                rewards = wait_rewards()
-                t_score = time.perf_counter() - t
-                adv = losses.group_advantages(
-                    rewards.total, rollout.group_ids.cpu(), scale_rewards=self.scale_rewards
-                ).to(self.device)
+            ref_logp = self.reference_logprobs(*batch["seq"], keep_mask=batch["keep"]) if cfg.beta > 0 else None
+            old = batch["old"] if batch["old"] is not None else logp.detach()
             loss, m = losses.policy_loss(
-                logp, logp.detach(), adv[sl], c_mask, cfg,
-                ref_logp=ref_logp, entropy=entropy, sampler_logp=rollout.sampler_logp[sl],
-                total_sequences=n, total_tokens=total_tokens,
+                logp, old, batch["adv"], batch["mask"], cfg, ref_logp=ref_logp, entropy=entropy,
+                sampler_logp=batch["sampler"], task_ids=batch["tasks"], task_weights=task_w, **totals,
             )  # fmt: skip
+            if not torch.isfinite(loss):
+                self.step_log.nonfinite_loss = True
+                continue
             self.manual_backward(weight * loss)
-            frac = c_ids.shape[0] / n
-            sums["train/pg_loss"] = sums.get("train/pg_loss", 0.0) + loss.item()
-            for k, v in m.items():
-                if not k.startswith("seq/") and v.numel() == 1:
-                    sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + frac * float(v)
-        sums["train/advantage_abs"] = adv.abs().mean().item()
-        return sums, rewards, t_score
+            parts.append((mb, {**m, "pg_loss": loss.detach()}))
+        return reduce_metrics(parts, exp)
+
+    def _tensors(self, exp: Experience, mb: torch.Tensor) -> dict:
+        r, d = exp.rollout, self.device
+        keep = getattr(r, "keep_mask", None)
+        return {
+            "seq": (r.prompt_ids[mb].to(d), r.prompt_mask[mb].to(d), r.completion_ids[mb].to(d),
+                    r.completion_mask[mb].to(d)),  # fmt: skip
+            "keep": keep[mb].to(d) if keep is not None else None,
+            "old": exp.old_logp[mb].to(d) if exp.old_logp is not None else None,
+            "adv": exp.advantages[mb].to(d),
+            "mask": exp.loss_mask[mb].to(d),
+            "sampler": r.sampler_logp[mb].to(d),
+            "tasks": exp.task_ids[mb].to(d),
+        }
 
     @torch.no_grad()
-    def reference_logprobs(self, p_ids, p_mask, c_ids, c_mask) -> torch.Tensor:
+    def stored_logprobs(self, exp: Experience) -> torch.Tensor:
+        """π_old log-probs of the whole rollout, for several updates per rollout."""
+        out = []
+        for mb in torch.arange(len(exp.rollout.texts)).split(self.micro_batch_size):
+            b = self._tensors(exp, mb)
+            out.append(completion_logprobs(self.policy, *b["seq"], self.sampling.temperature, keep_mask=b["keep"])[0])
+        return torch.cat(out).cpu()
+
+    @torch.no_grad()
+    def reference_logprobs(self, p_ids, p_mask, c_ids, c_mask, keep_mask=None) -> torch.Tensor:
         """Log-probs under the reference policy: the base with adapters disabled, or the frozen copy."""
         temp = self.sampling.temperature
         if self.ref_policy is not None:
-            return completion_logprobs(self.ref_policy, p_ids, p_mask, c_ids, c_mask, temp)[0]
+            return completion_logprobs(self.ref_policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask)[0]
         with self.policy.disable_adapter():
-            return completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask, temp)[0]
+            return completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask)[0]
 
-    def guarded_step(self, opt) -> tuple[float, float]:
-        """Clip, then step unless the gradient is non-finite (skipped steps are counted and warned about)."""
+    def optimizer_step_guarded(self, metrics: dict, lam: float) -> None:
+        """Clip and step, unless the loss or gradient is non-finite (then skip, count and warn); log."""
+        opt = self.optimizers()
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
-        if not torch.isfinite(norm):
+        if self.step_log.nonfinite_loss or not torch.isfinite(norm):
             self.step_log.skipped += 1
-            rank_zero_warn(f"step {self.global_step}: non-finite gradient norm, update skipped")
+            rank_zero_warn(f"step {self.global_step}: non-finite loss or gradient, update skipped")
             opt.zero_grad(set_to_none=True)
+            self.step_log.nonfinite_loss = False
+            self.step_log.skipped_this_step = True
         else:
             opt.step()
             opt.zero_grad(set_to_none=True)
             self.lr_schedulers().step()
-        return float(norm), float(self.step_log.skipped)
+        metrics.update({"train/grad_norm": float(norm), "train/skipped_steps": float(self.step_log.skipped),
+                        "train/sft_weight": lam})  # fmt: skip
+        metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get("train/pg_loss", 0.0)
+        self.step_log.scalars(metrics)
+
+    def adapt_entropy_coef(self, metrics: dict) -> None:
+        ec = self.entropy_control
+        if ec.target is None or "train/entropy" not in metrics:
+            return
+        coef = losses.adapt_entropy_coef(self.loss_cfg.entropy_coef, metrics["train/entropy"], ec.target, ec.lr, 0.0,
+                                         ec.max_coef)  # fmt: skip
+        self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=coef)
 
     def _total_steps(self) -> int:
         steps = self.trainer.max_steps if self.trainer is not None else -1
@@ -310,13 +381,21 @@ class RLVRModule(L.LightningModule):
         )()
         self.step_log.validation(batch, rewards)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rlvr_entropy_coef"] = self.loss_cfg.entropy_coef  # adaptive γ is state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rlvr_entropy_coef" in checkpoint:
+            self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=checkpoint["rlvr_entropy_coef"])
+
     def teardown(self, stage: str) -> None:
         self.scoring.shutdown(wait=False, cancel_futures=True)
 
 
-def rollout_examples(batch: list[Example], n: int) -> list[Example]:
-    """The example behind each completion, in rollout order (completion i answers prompt i // n)."""
-    return [ex for ex in batch for _ in range(n)]
+def _split(items: list, parts: int) -> list[list]:
+    k = max(1, min(parts, len(items)))
+    size = -(-len(items) // k)
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _check(ok: bool, message: str) -> None:

@@ -72,9 +72,8 @@ def completion_logprobs(
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     t = completion_ids.shape[1]
     logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits
-    logits = logits[:, :-1].float()  # [B, T, V]: position j predicts completion token j
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    logp = token_logprobs(logits, completion_ids, keep_mask=keep_mask)
-    entropy = entropy_from_logits(logits) if with_entropy else None
+    logits = logits[:, :-1]  # [B, T, V]: position j predicts completion token j
+    temp = temperature if temperature > 0 else 1.0
+    logp = token_logprobs(logits, completion_ids, temperature=temp, keep_mask=keep_mask)
+    entropy = entropy_from_logits(logits, temperature=temp, keep_mask=keep_mask) if with_entropy else None
     return logp, entropy

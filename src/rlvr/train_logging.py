@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
+from rlvr.advantages import zero_std_groups
 from rlvr.rewards import RewardBatch
 from rlvr.rollout.base import Rollout
 from rlvr.tasks.base import Example
@@ -28,6 +29,8 @@ class StepLogger:
         self.samples_every = samples_every_n_steps
         self.truncation_warn_frac = truncation_warn_frac
         self.skipped = 0
+        self.nonfinite_loss = False  # set by the module when a micro-batch loss is NaN/inf
+        self.skipped_this_step = False
 
     def setup_metrics(self, tasks: Mapping) -> None:
         names = ["val/accuracy", "val/format_rate"]
@@ -36,9 +39,14 @@ class StepLogger:
         self.module.val_metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
 
     def scalars(self, metrics: Mapping[str, float]) -> None:
+        """Write this step's scalars straight to the logger (``self.log`` would re-log stale values of keys
+        a step does not produce, e.g. the SFT loss after the switch to RL); the progress bar gets a few."""
         m = self.module
-        for name, value in metrics.items():
-            m.log(name, float(value), prog_bar=name in PROGRESS_BAR, on_step=True, on_epoch=False)
+        if m.logger is not None:
+            m.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=m.global_step)
+        for name in PROGRESS_BAR:
+            if name in metrics:
+                m.log(name, float(metrics[name]), prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def rollout(self, batch: list[Example], rollout: Rollout, rewards: RewardBatch, metrics: dict) -> None:
         """Reward, accuracy and rollout statistics of one step (added to ``metrics``), samples as text."""
@@ -48,7 +56,8 @@ class StepLogger:
         metrics["rollout/completion_len"] = lengths.mean().item()
         metrics["rollout/completion_len_max"] = lengths.max().item()
         metrics["rollout/truncated_frac"] = truncated
-        metrics["rollout/frac_reward_zero_std"] = _frac_zero_std(rewards.total, rollout.group_ids.cpu())
+        zero = zero_std_groups(rewards.total, rollout.group_ids.cpu())
+        metrics["rollout/frac_reward_zero_std"] = zero.float().mean().item()  # fraction of samples = of groups
         if truncated > self.truncation_warn_frac:
             rank_zero_warn(
                 f"step {self.module.global_step}: {truncated:.0%} of completions hit max_new_tokens="
@@ -91,7 +100,41 @@ class StepLogger:
                       batch_size=int(sel.sum()))  # fmt: skip
 
 
-def _frac_zero_std(total: torch.Tensor, groups: torch.Tensor) -> float:
-    """Fraction of prompt groups whose completions all got the same reward (they carry no signal)."""
-    zero = [total[groups == g].std(unbiased=False).item() < 1e-8 for g in groups.unique()]
-    return sum(zero) / max(1, len(zero))
+PER_TASK = {"seq/kl": "kl", "seq/entropy": "entropy", "seq/clip_frac": "clip_frac", "seq/is_ratio": "is_ratio"}
+
+
+def reduce_metrics(parts: list[tuple[torch.Tensor, dict]], exp) -> dict[str, float]:
+    """Combine the metrics of a mini-batch's micro-batches: losses add up (each is already normalised by
+    the batch totals), ``*/min`` and ``*/max`` reduce by min/max, other scalars are token-weighted means.
+    Per-sequence ``seq/*`` tensors become per-task means ``train/<task>/{kl,entropy,clip_frac,is_ratio}``
+    (token-weighted over the task's sequences)."""
+    if not parts:
+        return {}
+    tokens = [float(m["seq/tokens"].sum()) if "seq/tokens" in m else float(len(rows)) for rows, m in parts]
+    share = [t / max(sum(tokens), 1e-9) for t in tokens]
+    out: dict[str, float] = {}
+    for key in parts[0][1]:
+        if key.startswith("seq/"):
+            continue
+        vals = [float(m[key]) for _, m in parts if key in m]
+        if key == "pg_loss":
+            out["train/pg_loss"] = sum(vals)
+        elif key.endswith("/min"):
+            out[f"train/{key}"] = min(vals)
+        elif key.endswith("/max"):
+            out[f"train/{key}"] = max(vals)
+        else:
+            out[f"train/{key}"] = sum(w * float(m[key]) for w, (_, m) in zip(share, parts) if key in m)
+    rows = torch.cat([r for r, _ in parts])
+    seq_tokens = torch.cat([m["seq/tokens"].detach().float().cpu() for _, m in parts])
+    tasks = exp.task_ids[rows]
+    for key, name in PER_TASK.items():
+        if key not in parts[0][1]:
+            continue
+        values = torch.cat([m[key].detach().float().cpu() for _, m in parts])
+        for k, task in enumerate(exp.task_names):
+            sel = (tasks == k) & (seq_tokens > 0)
+            if sel.any():
+                w = seq_tokens[sel]
+                out[f"train/{task}/{name}"] = float((values[sel] * w).sum() / w.sum())
+    return out

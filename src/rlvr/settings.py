@@ -1,0 +1,116 @@
+"""Typed option groups of :class:`rlvr.module.RLVRModule` (each appears as ``--model.<group>.<field>``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TinyModelSettings:
+    """The built-in tiny Qwen2 model (``name_or_path: tiny``), its tokenizer trained on the task corpus.
+
+    Attributes:
+        vocab_size: BPE vocabulary size.
+        hidden_size: model width.
+        num_layers: transformer blocks.
+        num_heads: attention heads (head_dim = hidden_size / num_heads must be >= 32 for vLLM's CPU kernels).
+        num_kv_heads: key/value heads (grouped-query attention).
+        intermediate_size: MLP width.
+        corpus_size: training examples per task whose text trains the tokenizer.
+    """
+
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 704
+    corpus_size: int = 2000
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters (peft); ``r = 0`` trains the full model.
+
+    Attributes:
+        r: adapter rank (0 = no LoRA).
+        alpha: scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the adapter input.
+        target_modules: module names to adapt, or ``all-linear``.
+    """
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass(frozen=True)
+class HybridSchedule:
+    """λ in λ·L_SFT + (1−λ)·L_GRPO over optimizer steps.
+
+    Attributes:
+        schedule: constant | linear | cosine | step. ``step`` uses ``start`` before ``switch_step`` and ``end``
+            from it on (SFT warm-up, then RL); linear/cosine go from ``start`` to ``end`` over training.
+        start: λ at the first step.
+        end: λ at the last step (or after ``switch_step``).
+        switch_step: the step where ``step`` switches.
+    λ = 1 skips generation (pure SFT); λ = 0 skips the SFT forward.
+    """
+
+    schedule: str = "constant"
+    start: float = 0.0
+    end: float = 0.0
+    switch_step: int = 0
+
+
+@dataclass(frozen=True)
+class DapoSettings:
+    """DAPO's rollout-side techniques (the loss side is ``loss.loss_type=dapo`` + ``loss.epsilon_high``).
+
+    Attributes:
+        dynamic_sampling: drop prompt groups whose rewards have zero variance (no signal) and refill the batch
+            with groups of newly drawn prompts, for at most ``max_sampling_rounds`` extra rounds.
+        max_sampling_rounds: refill rounds per step (the batch may stay smaller when they run out).
+        overlong_buffer: soft overlong punishment window L_cache in tokens before ``max_new_tokens``
+            (0 = off): the reward falls linearly by up to ``overlong_penalty_factor`` across the window.
+        overlong_penalty_factor: scale of that penalty.
+        mask_truncated_completions: completions that hit ``max_new_tokens`` take no part in the loss.
+    """
+
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 3
+    overlong_buffer: int = 0
+    overlong_penalty_factor: float = 1.0
+    mask_truncated_completions: bool = False
+
+
+@dataclass(frozen=True)
+class EntropyControl:
+    """Adaptive entropy bonus: after each step γ += lr · (target − H), clipped to [0, max] (off when
+    ``target`` is None; then ``loss.entropy_coef`` stays fixed).
+
+    Attributes:
+        target: the entropy (nats/token) to steer toward.
+        lr: step size of the γ update.
+        max_coef: upper bound of γ.
+    """
+
+    target: float | None = None
+    lr: float = 0.01
+    max_coef: float = 0.1
+
+
+@dataclass(frozen=True)
+class MultitaskBalance:
+    """Balancing tasks inside one batch (an extension: no reference trainer has it).
+
+    Attributes:
+        per_task_advantage_std: scale advantages by the std of the sample's own task in the batch (needs
+            ``scale_rewards=batch``), so a task with wide rewards does not shrink another's advantages.
+        (The per-task token normaliser is ``loss.per_task_normaliser``.)
+        task_loss_weights: task name -> weight of its policy loss (default 1 each).
+    """
+
+    per_task_advantage_std: bool = False
+    task_loss_weights: dict[str, float] | None = None

@@ -1,0 +1,328 @@
+"""Math task: GSM8K, MATH-500 or a seeded word-problem generator, scored by :mod:`rlvr.verifiers.math`.
+
+Prompts are ``[system, user(question)]``; the gold completion is the reference solution in the strict
+``<reasoning>/<answer>`` format. The built-in generator is the offline default: multi-step arithmetic word
+problems whose reasoning is a few short equations ("7 + 5 = 12"), small enough in vocabulary and length for a
+~4M-parameter model to learn in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlvr.tasks.base import DataError, Example
+from rlvr.tasks.sources import load_records, looks_local, require_fields
+from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT, format_answer
+from rlvr.verifiers.math import LCPO_ALPHA, LCPO_BETA, MATH_COMPONENTS, score_math
+
+SOURCES: tuple[str, ...] = ("generated", "gsm8k", "math500")
+#: where gsm8k / math500 are read from when ``path`` is not given (hub ids)
+DEFAULT_PATHS: dict[str, str] = {"gsm8k": "openai/gsm8k", "math500": "HuggingFaceH4/MATH-500"}
+#: reward weights; the length-shaping components are opt-in
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "correctness": 2.0,
+    "strict_format": 0.5,
+    "soft_format": 0.5,
+    "is_number": 0.5,
+    "length": 0.0,
+    "lcpo_exact": 0.0,
+    "lcpo_max": 0.0,
+}
+GENERATED_NUM_TRAIN = 2000
+GENERATED_NUM_VAL = 200
+MATH500_NUM_VAL = 100
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's "<<48/2=24>>" calculator annotations
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _make_example(
+    source: str, uid: str, system_prompt: str, question: str, reasoning: str, answer: str, meta: dict
+) -> Example:
+    return Example(
+        task="math",
+        messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": question}],
+        reference={"answer": answer, "ref_len": _words(reasoning)},
+        solution=format_answer(reasoning, answer),
+        uid=f"{source}/{uid}",
+        meta=meta,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- generator
+
+
+@dataclass(frozen=True)
+class Level:
+    """Generator settings of one difficulty: number of steps, largest operand, allowed operations."""
+
+    steps: tuple[int, int]
+    max_n: int
+    ops: tuple[str, ...]
+
+
+#: difficulty -> level; "groups" is k * m then +, "share" a final exact division, "price" a final product
+LEVELS: dict[int, Level] = {
+    1: Level((1, 2), 20, ("add", "sub")),
+    2: Level((2, 3), 50, ("add", "sub", "groups")),
+    3: Level((2, 4), 100, ("add", "sub", "groups", "share")),
+    4: Level((3, 5), 500, ("add", "sub", "groups", "share", "price")),
+    5: Level((4, 6), 1000, ("add", "sub", "groups", "share", "price")),
+}
+
+_NAMES = (("Tom", "he", "him"), ("Anna", "she", "her"), ("Ben", "he", "him"), ("Mia", "she", "her"),
+          ("Sam", "he", "him"), ("Lily", "she", "her"), ("Max", "he", "him"), ("Emma", "she", "her"))  # fmt: skip
+_OBJECTS = ("apples", "pencils", "stickers", "marbles", "cookies", "books", "coins", "cards")
+_START = ("{name} has {a} {obj}.", "{name} starts with {a} {obj}.", "There are {a} {obj} in {name}'s box.")
+_ADD = ("{He} buys {b} more {obj}.", "{He} finds {b} more {obj}.", "{friend} gives {him} {b} more {obj}.")
+_SUB = ("{He} gives {b} {obj} to {friend}.", "{He} loses {b} {obj}.", "{He} sells {b} {obj}.")
+_GROUPS = "{He} buys {k} bags with {m} {obj} in each bag."
+_SHARE = "{He} shares the {obj} equally among {k} friends. How many {obj} does each friend get?"
+_PRICE = "{He} sells all the {obj} for {p} dollars each. How many dollars does {he} get?"
+_ASK = "How many {obj} does {name} have now?"
+# One problem in this many (by a hash of its numbers and operations) belongs to val, so val never
+# repeats a train problem whatever the counts drawn.
+_VAL_BUCKETS = 8
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A generated word problem: ``reasoning`` is one equation per line, the last one's result is ``answer``."""
+
+    question: str
+    reasoning: str
+    answer: int
+    key: str  # numbers and operations only (no names or wording): what makes two problems the same
+
+
+def _draw(rng: random.Random, level: Level) -> Problem:
+    """One problem from ``rng`` (see :func:`generate_problem`)."""
+    name, he, him = rng.choice(_NAMES)
+    friend = rng.choice([n for n, _, _ in _NAMES if n != name])
+    fill = {
+        "name": name,
+        "he": he,
+        "He": he.capitalize(),
+        "him": him,
+        "friend": friend,
+        "obj": rng.choice(_OBJECTS),
+    }
+    x = rng.randint(2, level.max_n)
+    sentences, lines, key = [rng.choice(_START).format(a=x, **fill)], [], [str(x)]
+    n_steps = rng.randint(*level.steps)
+    for step in range(n_steps):
+        # share and price end the problem (they change what is counted), so only the last step may use them
+        op = rng.choice([o for o in level.ops if step == n_steps - 1 or o not in ("share", "price")])
+        divisors = [k for k in range(2, 10) if x and x % k == 0]
+        if (op == "sub" and x < 2) or (op == "share" and not divisors):
+            op = "add"
+        if op == "add":
+            b = rng.randint(2, level.max_n)
+            sentences.append(rng.choice(_ADD).format(b=b, **fill))
+            lines.append(f"{x} + {b} = {x + b}")
+            x, key = x + b, key + [f"+{b}"]
+        elif op == "sub":
+            b = rng.randint(2, min(x, level.max_n))
+            sentences.append(rng.choice(_SUB).format(b=b, **fill))
+            lines.append(f"{x} - {b} = {x - b}")
+            x, key = x - b, key + [f"-{b}"]
+        elif op == "groups":
+            k, m = rng.randint(2, 9), rng.randint(2, max(2, level.max_n // 10))
+            sentences.append(_GROUPS.format(k=k, m=m, **fill))
+            lines += [f"{k} * {m} = {k * m}", f"{x} + {k * m} = {x + k * m}"]
+            x, key = x + k * m, key + [f"+{k}*{m}"]
+        elif op == "share":
+            k = rng.choice(divisors)
+            sentences.append(_SHARE.format(k=k, **fill))
+            lines.append(f"{x} / {k} = {x // k}")
+            x, key = x // k, key + [f"/{k}"]
+            break
+        else:  # price
+            p = rng.randint(2, 9)
+            sentences.append(_PRICE.format(p=p, **fill))
+            lines.append(f"{x} * {p} = {x * p}")
+            x, key = x * p, key + [f"*{p}"]
+            break
+    else:
+        sentences.append(_ASK.format(**fill))
+    return Problem(" ".join(sentences), "\n".join(lines), x, " ".join(key))
+
+
+def is_val_problem(key: str) -> bool:
+    """Whether a problem (by its :attr:`Problem.key`) belongs to the val partition."""
+    return hashlib.blake2b(key.encode(), digest_size=2).digest()[0] % _VAL_BUCKETS == 0
+
+
+def generate_problem(seed: int, split: str, index: int, difficulty: int = 1) -> Problem:
+    """Problem ``index`` of ``split``: deterministic in its arguments, train and val never share a problem.
+
+    Each (seed, split, index) seeds its own RNG, which redraws until the problem falls in ``split``'s
+    partition of problem space (1/8 of it for val, the rest for train).
+    """
+    if difficulty not in LEVELS:
+        raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty}")
+    rng = random.Random(f"rlvr-math/{seed}/{split}/{index}")
+    while True:
+        problem = _draw(rng, LEVELS[difficulty])
+        if is_val_problem(problem.key) == (split == "val"):
+            return problem
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+
+
+def _gsm8k_examples(records: list[dict[str, Any]], split: str, system_prompt: str) -> list[Example]:
+    """GSM8K records -> examples; the gold answer is the text after ``####`` with thousands commas removed."""
+    out = []
+    for i, rec in enumerate(records):
+        where = f"gsm8k {split} record {i}"
+        require_fields(rec, ("question", "answer"), where)
+        if not isinstance(rec["answer"], str) or "####" not in rec["answer"]:
+            raise DataError(f"{where}: malformed record, 'answer' has no '#### <number>' line")
+        reasoning, gold = rec["answer"].rsplit("####", 1)
+        gold = gold.strip().replace(",", "")
+        if not gold:
+            raise DataError(f"{where}: malformed record, empty final answer after '####'")
+        reasoning = _CALCULATOR.sub("", reasoning).strip()
+        out.append(
+            _make_example("gsm8k", f"{split}/{i}", system_prompt, str(rec["question"]), reasoning, gold, {})
+        )
+    return out
+
+
+def _math500_examples(records: list[dict[str, Any]], system_prompt: str) -> list[Example]:
+    """MATH-500 records -> examples; ``uid`` follows the record's ``unique_id`` when it has one."""
+    out = []
+    for i, rec in enumerate(records):
+        require_fields(rec, ("problem", "solution", "answer"), f"math500 record {i}")
+        uid = str(rec.get("unique_id", i)).removesuffix(".json")
+        meta = {k: rec[k] for k in ("subject", "level") if k in rec}
+        answer = str(rec["answer"]).strip()
+        if not answer:
+            raise DataError(f"math500 record {i}: malformed record, empty 'answer'")
+        out.append(
+            _make_example(
+                "math500", uid, system_prompt, str(rec["problem"]), str(rec["solution"]), answer, meta
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- task
+
+
+class MathTask:
+    """Math word problems with a verifiable final answer.
+
+    Args:
+        source: ``"generated"`` (seeded arithmetic word problems, offline), ``"gsm8k"`` or ``"math500"``.
+        path: hub id or local file / directory for gsm8k and math500 (default ``openai/gsm8k`` and
+            ``HuggingFaceH4/MATH-500``); a gsm8k directory must hold ``train`` and ``test`` files. Not used
+            by ``"generated"``.
+        hub_config: hub dataset configuration; ``None`` means ``"main"`` for gsm8k and none for math500.
+        system_prompt: system message of every prompt.
+        weights: reward weight per component, merged over :data:`DEFAULT_WEIGHTS` (so ``{lcpo_max: 1.0}``
+            adds LCPO and keeps the rest).
+        num_train: train prompts; ``None`` = all records (gsm8k, math500) or 2000 (generated).
+        num_val: val prompts; ``None`` = all of GSM8K test, 100 of MATH-500, 200 generated.
+        seed: generator seed; also fixes which MATH-500 problems are val.
+        difficulty: generator level 1-5 (1: one or two +/- steps on numbers up to 20; 5: four to six steps
+            with *, exact / and numbers up to 1000).
+        lcpo_alpha: LCPO slope per word of reasoning.
+        lcpo_beta: LCPO-Max offset.
+
+    Splits: gsm8k train = GSM8K train, val = GSM8K test (the first ``num_*`` records). MATH-500 has only a
+    test split: a seeded permutation puts ``num_val`` problems in val and the rest in train. The generator
+    draws train and val from disjoint seeds and disjoint partitions of problem space.
+    """
+
+    name = "math"
+    components: tuple[str, ...] = MATH_COMPONENTS
+    accuracy_component = "correctness"
+
+    def __init__(
+        self,
+        source: str = "generated",
+        path: str | None = None,
+        hub_config: str | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        weights: dict[str, float] | None = None,
+        num_train: int | None = None,
+        num_val: int | None = None,
+        seed: int = 0,
+        difficulty: int = 1,
+        lcpo_alpha: float = LCPO_ALPHA,
+        lcpo_beta: float = LCPO_BETA,
+    ) -> None:
+        if source not in SOURCES:
+            raise DataError(f"unknown math source {source!r}; choose one of {list(SOURCES)}")
+        if source == "generated" and path is not None:
+            raise DataError("path is only read by source 'gsm8k' or 'math500'; drop it for 'generated'")
+        unknown = sorted(set(weights or {}) - set(MATH_COMPONENTS))
+        if unknown:
+            raise ValueError(f"unknown math reward component(s) {unknown}; known: {list(MATH_COMPONENTS)}")
+        if difficulty not in LEVELS:
+            raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty}")
+        if any(n is not None and n < 0 for n in (num_train, num_val)):
+            raise ValueError(f"num_train / num_val must be >= 0 or None, got {num_train} / {num_val}")
+        self.source, self.system_prompt, self.seed, self.difficulty = source, system_prompt, seed, difficulty
+        self.path = path if path is not None else DEFAULT_PATHS.get(source)
+        self.hub_config = hub_config if hub_config is not None or source != "gsm8k" else "main"
+        self.weights: dict[str, float] = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.num_train, self.num_val = num_train, num_val
+        self.lcpo_alpha, self.lcpo_beta = lcpo_alpha, lcpo_beta
+        self._cache: dict[str, list[Example]] = {}
+
+    def examples(self, split: str) -> Sequence[Example]:
+        """Prompts of ``split`` ("train" or "val"), built once and cached."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if split not in self._cache:
+            self._cache[split] = self._build(split)
+        return self._cache[split]
+
+    def score(self, completion: str, reference: Mapping[str, Any]) -> dict[str, float]:
+        """All :data:`MATH_COMPONENTS` of a completion (see :func:`rlvr.verifiers.math.score_math`)."""
+        return score_math(completion, reference, lcpo_alpha=self.lcpo_alpha, lcpo_beta=self.lcpo_beta)
+
+    def corpus_texts(self, n: int | None = None) -> list[str]:
+        """Text to train a tokenizer on: the system prompt once, then question + gold completion of the first
+        ``n`` train examples (all when ``None``). Val text is left out so val stays unseen."""
+        train = self.examples("train")[:n]
+        return [self.system_prompt] + [f"{ex.messages[-1]['content']}\n{ex.solution}" for ex in train]
+
+    def _limit(self, split: str, default: int | None) -> int | None:
+        n = self.num_train if split == "train" else self.num_val
+        return default if n is None else n
+
+    def _build(self, split: str) -> list[Example]:
+        if self.source == "generated":
+            count = self._limit(split, GENERATED_NUM_TRAIN if split == "train" else GENERATED_NUM_VAL)
+            return [self._generated(split, i) for i in range(count or 0)]
+        assert self.path is not None  # set from DEFAULT_PATHS for every non-generated source
+        config = None if looks_local(self.path) else self.hub_config
+        if self.source == "gsm8k":
+            gsm_split = "train" if split == "train" else "test"
+            records = load_records(self.path, gsm_split, config)[: self._limit(split, None)]
+            return _gsm8k_examples(records, gsm_split, self.system_prompt)
+        examples = _math500_examples(load_records(self.path, "test", config), self.system_prompt)
+        order = list(range(len(examples)))
+        random.Random(f"rlvr-math500/{self.seed}").shuffle(order)
+        n_val = min(len(order), self._limit("val", MATH500_NUM_VAL) or 0)
+        chosen = order[:n_val] if split == "val" else order[n_val:][: self._limit("train", None)]
+        return [examples[i] for i in chosen]
+
+    def _generated(self, split: str, index: int) -> Example:
+        p = generate_problem(self.seed, split, index, self.difficulty)
+        meta = {"difficulty": self.difficulty, "steps": len(p.key.split()) - 1}
+        return _make_example(
+            "generated", f"{split}/{index}", self.system_prompt, p.question, p.reasoning, str(p.answer), meta
+        )
