@@ -342,6 +342,7 @@ class RLVRModule(L.LightningModule):
     def optimizer_step_guarded(self, metrics: dict, lam: float) -> None:
         """Clip and step, unless the loss or gradient is non-finite (then skip, count and warn); log."""
         opt = self.optimizers()
+        step = self.global_step  # logged against the step this update belongs to (stepping increments it)
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
@@ -358,7 +359,7 @@ class RLVRModule(L.LightningModule):
         metrics.update({"train/grad_norm": float(norm), "train/skipped_steps": float(self.step_log.skipped),
                         "train/sft_weight": lam})  # fmt: skip
         metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get("train/pg_loss", 0.0)
-        self.step_log.scalars(metrics)
+        self.step_log.scalars(metrics, step)
 
     def adapt_entropy_coef(self, metrics: dict) -> None:
         ec = self.entropy_control

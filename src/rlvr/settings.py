@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass
 class TinyModelSettings:
     """The built-in tiny Qwen2 model (``name_or_path: tiny``), its tokenizer trained on the task corpus.
 
@@ -28,7 +28,7 @@ class TinyModelSettings:
     corpus_size: int = 2000
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoraSettings:
     """LoRA adapters (peft); ``r = 0`` trains the full model.
 
@@ -45,7 +45,7 @@ class LoraSettings:
     target_modules: str | list[str] = "all-linear"
 
 
-@dataclass(frozen=True)
+@dataclass
 class HybridSchedule:
     """λ in λ·L_SFT + (1−λ)·L_GRPO over optimizer steps.
 
@@ -64,7 +64,7 @@ class HybridSchedule:
     switch_step: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class DapoSettings:
     """DAPO's rollout-side techniques (the loss side is ``loss.loss_type=dapo`` + ``loss.epsilon_high``).
 
@@ -85,7 +85,7 @@ class DapoSettings:
     mask_truncated_completions: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class EntropyControl:
     """Adaptive entropy bonus: after each step γ += lr · (target − H), clipped to [0, max] (off when
     ``target`` is None; then ``loss.entropy_coef`` stays fixed).
@@ -101,7 +101,7 @@ class EntropyControl:
     max_coef: float = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass
 class MultitaskBalance:
     """Balancing tasks inside one batch (an extension: no reference trainer has it).
 

@@ -38,12 +38,12 @@ class StepLogger:
             names += [f"val/{task}/accuracy", f"val/{task}/format_rate"]
         self.module.val_metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
 
-    def scalars(self, metrics: Mapping[str, float]) -> None:
+    def scalars(self, metrics: Mapping[str, float], step: int) -> None:
         """Write this step's scalars straight to the logger (``self.log`` would re-log stale values of keys
         a step does not produce, e.g. the SFT loss after the switch to RL); the progress bar gets a few."""
         m = self.module
         if m.logger is not None:
-            m.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=m.global_step)
+            m.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
         for name in PROGRESS_BAR:
             if name in metrics:
                 m.log(name, float(metrics[name]), prog_bar=True, logger=False, on_step=True, on_epoch=False)

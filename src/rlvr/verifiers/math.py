@@ -8,6 +8,8 @@ completions (huge exponents, deep nesting, 100k-character outputs, unbalanced br
     (:func:`run_with_deadline`). math-verify's own timeouts are switched off: they use ``signal.alarm``,
     which raises outside the main thread, and caps alone cannot bound sympy (``(x+y+z)^{99}`` is 12
     characters and never finishes expanding).
+  * a completion repeating ``<answer>`` or ``<reasoning>`` more than 16 times is scored as if it had no tags:
+    :mod:`rlvr.verifiers.format`'s lazy regexes cost (opening tags) x (length), 10 s on 100k characters.
 
 Lengths (``length``, ``lcpo_exact``, ``lcpo_max``) are counted in whitespace-separated words of the
 reasoning: a tokenizer-free unit that is identical for the tiny BPE and for Qwen, and cheap to count.
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import platform
 import re
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from rlvr.verifiers import format as fmt
@@ -62,7 +65,7 @@ _MAX_TAGS = 16
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 # A sign counts only when it is not a binary minus ("12-5" ends in the number 5, not -5).
 _LAST_NUMBER = re.compile(r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-_BIG_EXPONENT = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{4,}")
+_EXPONENT = re.compile(r"(?:\^|\*\*)[{(]?[+-]?(\d+)")
 _POWER_TOWER = re.compile(r"(?:\^|\*\*)\s*(?:\{[^}]*|\([^)]*|[\w.]+\s*)(?:\^|\*\*)")
 _BIG_FACTORIAL = re.compile(r"(?<!\\)(?:\d{4,}|[)}\]])\s*!")
 _CALCULUS = re.compile(r"\\(?:i*int|oint|sum|prod|lim)(?![a-z])")
@@ -173,15 +176,22 @@ def too_risky(text: str) -> bool:
     """True for strings sympy could spend unbounded time on; these never match anything.
 
     Rejected: over :data:`MAX_ANSWER_CHARS` characters, brackets nested deeper than 8, a literal exponent of
-    four or more digits, a power inside an exponent (``10^{10^{10}}``, ``2**2**2``), a factorial of a
-    four-digit number or of a bracketed expression, integrals / sums / products / limits, more than four
-    function names (sin, log, ...). No GSM8K or MATH-500 gold answer is affected.
+    four or more digits or literal exponents whose product passes 10^6 (``((9^{999})^{999})^{999}``), a power
+    inside an exponent (``10^{10^{10}}``, ``2**2**2``), a factorial of a four-digit number or of a bracketed
+    expression, integrals / sums / products / limits, more than four function names (sin, log, ...). No GSM8K
+    or MATH-500 gold answer is affected.
     """
+    if len(text) > MAX_ANSWER_CHARS:
+        return True
+    # Spacing and digit grouping ("1,000,000!", "^ { 9999 }") must not hide a number from the checks below.
+    compact = re.sub(r"\\[!,;: ]|[\s,]", "", text)
+    exponents = [int(e) for e in _EXPONENT.findall(compact)]
     return (
-        len(text) > MAX_ANSWER_CHARS
-        or _nesting_depth(text) > _MAX_DEPTH
+        _nesting_depth(text) > _MAX_DEPTH
         or len(_FUNCTION.findall(text)) > _MAX_FUNCTIONS
-        or any(p.search(text) for p in (_BIG_EXPONENT, _POWER_TOWER, _BIG_FACTORIAL, _CALCULUS))
+        or any(e >= 1000 for e in exponents)
+        or math.prod(exponents) > 10**6
+        or any(p.search(compact) for p in (_POWER_TOWER, _BIG_FACTORIAL, _CALCULUS))
     )
 
 
@@ -240,8 +250,16 @@ def _parse_boxed(answer: str) -> tuple[Any, ...]:
     return tuple(math_verify.parse("\\boxed{" + answer + "}", parsing_timeout=None))
 
 
+@cache
+def _warm_up() -> None:
+    """Import math-verify and build its lazily made parsers once, outside any deadline (~1.5 s on a CPU)."""
+    _parse_boxed("(1, \\frac{1}{2})")
+
+
 def _math_verify_match(pred: str, gold: str, timeout_s: float) -> bool:
-    import math_verify  # imported outside the deadline: the first (sympy) import alone can take a second
+    import math_verify
+
+    _warm_up()  # a first call must not spend its deadline on imports and grammar set-up
 
     def compare() -> bool:
         gold_parsed, pred_parsed = _parse_boxed(gold), _parse_boxed(pred)
