@@ -19,7 +19,7 @@ help: ## list targets
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# no CUDA here: the CPU build of torch first, so nothing below pulls a multi-GB CUDA wheel
+	@# no CUDA here: the CPU build of torch first, so nothing below pulls a multi-GB CUDA wheel
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
 		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)"; fi
 	$(PY) -m pip install -q -e ".[dev]"
