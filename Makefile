@@ -10,6 +10,13 @@ TASK   ?= math
 ARGS   ?=
 LOGDIR ?= runs
 TORCH_CPU_VERSION ?= 2.13.0
+MODEL    ?=
+ADAPTER  ?=
+BENCH    ?= gsm8k,math500,humaneval,mbpp,spider,arc_challenge,hellaswag
+LIMIT    ?=
+DATA     ?= $(wildcard ../shared/data)
+EVAL_OUT ?= $(LOGDIR)/eval/$(notdir $(patsubst %/,%,$(or $(ADAPTER),$(MODEL))))
+RUNS     ?= $(wildcard $(LOGDIR)/eval/*)
 
 .PHONY: help install train test test-slow lint bench eval report tb clean
 
@@ -43,6 +50,15 @@ lint: $(STAMP) ## ruff lint + format check
 bench: $(STAMP) ## speed benchmarks (ratios against references measured in the same run)
 	$(PY) benchmarks/bench_sandbox.py
 	$(PY) benchmarks/bench_sql.py
+
+eval: $(STAMP) ## evaluate: make eval MODEL=dir|hub-id [ADAPTER=dir] [BENCH=gsm8k,mbpp] [LIMIT=50] [DATA=dir]
+	@test -n "$(MODEL)" || { echo "make eval needs MODEL=<checkpoint dir or hub id>"; exit 2; }
+	$(PY) -m rlvr evaluate --model $(MODEL) $(if $(ADAPTER),--adapter $(ADAPTER)) --benchmarks $(BENCH) \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(DATA),--data-root $(DATA)) --out $(EVAL_OUT) $(ARGS)
+
+report: $(STAMP) ## markdown + PNG report of result dirs: make report [RUNS="runs/eval/a runs/eval/b"]
+	@test -n "$(RUNS)" || { echo "no result dirs in $(LOGDIR)/eval: run make eval first or pass RUNS=\"dir ...\""; exit 2; }
+	$(PY) -m rlvr report $(RUNS) --out $(LOGDIR)/report
 
 tb: $(STAMP) ## TensorBoard on $(LOGDIR)
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

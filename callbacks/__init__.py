@@ -2,6 +2,7 @@
 
 from callbacks.adapter_export import AdapterExport
 from callbacks.kl_monitor import KLMonitor
+from callbacks.periodic_eval import PeriodicEval
 from callbacks.stage_switch import StageSwitch
 
-__all__ = ["AdapterExport", "KLMonitor", "StageSwitch"]
+__all__ = ["AdapterExport", "KLMonitor", "PeriodicEval", "StageSwitch"]

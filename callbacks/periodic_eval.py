@@ -26,7 +26,7 @@ class PeriodicEval(L.Callback):
 
     Args:
         benchmarks: benchmark names (see :mod:`rlvr.eval.benchmarks`).
-        every_n_steps: evaluate after every this many optimizer steps (``trainer.global_step``).
+        every_n_steps: evaluate each time ``trainer.global_step`` (optimizer steps) passes a multiple of it.
         limit: items per benchmark.
         data_root: local data laid out like shared/data; None = hub datasets.
         max_new_tokens: generation budget (kept short: this runs inside training).
@@ -53,7 +53,9 @@ class PeriodicEval(L.Callback):
         self.names = parse_names(",".join(benchmarks))
         self.every_n_steps = every_n_steps
         self.data_root = data_root
-        self.settings = EvalSettings(limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        self.settings = EvalSettings(
+            limit=limit, n_samples=n_samples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
         self.eval_at_end = eval_at_end
         self.out_dir = out_dir
         self.loaded: dict[str, Loaded] | None = None
@@ -66,9 +68,12 @@ class PeriodicEval(L.Callback):
             # keep only what is evaluated: HellaSwag has 10k items
             self.loaded = {k: Loaded(v.items[: self.settings.limit], v.skipped) for k, v in loaded.items()}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        step, n = trainer.global_step, self.every_n_steps
+        # crossing a multiple of n, not landing on one: a batch may take several optimizer steps
+        if step > 0 and step // n > max(self.last_step, 0) // n:
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,0 +1,98 @@
+"""GSM8K and MATH-500 as benchmarks, scored by the math verifier (:mod:`rlvr.verifiers.math`).
+
+Prompts are the math task's (system prompt asking for ``<reasoning>``/``<answer>``, then the question).
+The verifier finds the final answer in the last ``<answer>`` block, else the last ``\\boxed{}``, else the
+last number, and compares it exactly (plain numbers) or through math-verify. Metrics:
+
+* ``accuracy``: correct by any of those paths (what training rewards);
+* ``strict_accuracy``: correct *and* found in an ``<answer>`` block or ``\\boxed{}`` (no fallback);
+* ``format_rate``: share of completions whose answer sits in an ``<answer>`` block or ``\\boxed{}``;
+* ``fallback_accuracy``: the last number of the completion alone, whatever the tags say (lm-evaluation-
+  harness's "flexible extract" reading of GSM8K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, local_file, mean
+from rlvr.eval.store import SampleResult
+from rlvr.tasks.math import DEFAULT_PATHS, _gsm8k_examples, _math500_examples
+from rlvr.tasks.sources import load_records
+from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT
+from rlvr.verifiers.math import answers_match, extract_math_answer, last_number, score_math
+
+_FORMATTED = ("answer_tag", "boxed")
+
+
+def load_gsm8k(data_root: Path | None) -> Loaded:
+    """GSM8K test problems; ``uid`` is the 0-based index in the test split."""
+    if data_root is not None:
+        records = load_records(str(local_file(data_root, "gsm8k/test.jsonl.gz")), "test")
+    else:
+        records = load_records(DEFAULT_PATHS["gsm8k"], "test", "main")
+    examples = _gsm8k_examples(records, "test", DEFAULT_SYSTEM_PROMPT)
+    return Loaded([GenItem(str(i), ex) for i, ex in enumerate(examples)])
+
+
+def load_math500(data_root: Path | None) -> Loaded:
+    """MATH-500 problems in file order; ``uid`` is the record's ``unique_id``."""
+    if data_root is not None:
+        records = load_records(str(local_file(data_root, "math500/test.jsonl.gz")), "test")
+    else:
+        records = load_records(DEFAULT_PATHS["math500"], "test")
+    examples = _math500_examples(records, DEFAULT_SYSTEM_PROMPT)
+    return Loaded(
+        [GenItem(str(r.get("unique_id", i)), ex) for i, (r, ex) in enumerate(zip(records, examples))]
+    )
+
+
+def judge(completions: Sequence[str], items: Sequence[GenItem]) -> list[Verdict]:
+    """Verify each completion's final answer against the gold one."""
+    out = []
+    for text, item in zip(completions, items):
+        gold = str(item.example.reference["answer"])
+        correct = score_math(text, item.example.reference)["correctness"] > 0
+        answer, path = extract_math_answer(text)
+        fallback = last_number(text)
+        detail = {
+            "answer": None if answer is None else answer[:100], "path": path, "gold": gold,
+            "formatted": path in _FORMATTED, "fallback_correct": fallback is not None and answers_match(fallback, gold),
+        }  # fmt: skip
+        if correct:
+            category = "correct"
+        elif path == "none":
+            category = "no_answer"
+        else:  # a wrong answer the model did not even put in the format is first a format failure
+            category = "wrong_answer" if path in _FORMATTED else "format_error"
+        out.append(Verdict(float(correct), category, detail))
+    return out
+
+
+def normalize(completion: str, item: GenItem) -> str:
+    """A one-line given answer with no tags (``"6 - 5i"``, ``"\\frac{1}{2}"``) is read as the bare final answer
+    when that reading matches the gold answer (the verifier alone would take its last number)."""
+    line = completion.strip()
+    if "\n" in line or "<answer>" in line or "\\boxed" in line:
+        return completion
+    return f"\\boxed{{{line}}}" if answers_match(line, str(item.example.reference["answer"])) else completion
+
+
+def metrics(samples: Sequence[SampleResult]) -> dict[str, float]:
+    return {
+        "accuracy": mean([s.correct for s in samples]),
+        "strict_accuracy": mean([s.correct * float(s.detail.get("formatted", False)) for s in samples]),
+        "format_rate": mean([float(s.detail.get("formatted", False)) for s in samples]),
+        "fallback_accuracy": mean([float(s.detail.get("fallback_correct", False)) for s in samples]),
+    }
+
+
+GSM8K = Benchmark(
+    name="gsm8k", kind="generate", primary="accuracy", load=load_gsm8k, judge=judge, metrics=metrics,
+    max_new_tokens=512, normalize=normalize,
+)  # fmt: skip
+MATH500 = Benchmark(
+    name="math500", kind="generate", primary="accuracy", load=load_math500, judge=judge, metrics=metrics,
+    max_new_tokens=1024, normalize=normalize,
+)  # fmt: skip

@@ -1,0 +1,98 @@
+"""What an evaluation run produces, and how it is written to / read back from its directory.
+
+A result directory holds:
+
+* ``metrics.json``: ``{benchmark: {metric: value}}`` (plus ``n``, ``examples_per_s`` and counters);
+* ``samples.jsonl``: one line per scored sample (:class:`SampleResult`), for error analysis and ``compare``;
+* ``errors.json``: ``{benchmark: {category: {"count", "examples"}}}``;
+* ``run.json``: how the run was made (model, adapter, arguments, unmatched predictions);
+* ``report.md``: the metrics table and the error section, for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlvr.tasks.base import DataError
+
+#: outcome categories of a sample, "correct" first; every other one is an error kind
+CATEGORIES = (
+    "correct", "format_error", "no_answer", "wrong_answer", "sql_error", "runtime_error", "syntax_error",
+    "timeout",
+)  # fmt: skip
+
+
+@dataclass
+class SampleResult:
+    """One scored completion (or one multiple-choice question).
+
+    Attributes:
+        benchmark: benchmark name.
+        id: the item's id in its benchmark (see the ``--predictions`` format), as a string.
+        sample: index of this completion among the item's samples.
+        completion: the generated (or given) text; for multiple choice the chosen option's label.
+        correct: 1.0 when right, else 0.0.
+        category: one of :data:`CATEGORIES`.
+        detail: benchmark-specific facts (extracted answer, verdict message, log-likelihoods, ...).
+    """
+
+    benchmark: str
+    id: str
+    sample: int
+    completion: str
+    correct: float
+    category: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Everything one ``evaluate`` call produced."""
+
+    metrics: dict[str, dict[str, float]]
+    samples: list[SampleResult]
+    errors: dict[str, dict[str, dict[str, Any]]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def write_run(out_dir: str | Path, run: RunResult, report_markdown: str) -> Path:
+    """Write the run's files into ``out_dir`` (created if needed); returns the directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(_finite(run.metrics), indent=2) + "\n")
+    (out / "errors.json").write_text(json.dumps(run.errors, indent=2) + "\n")
+    (out / "run.json").write_text(json.dumps(run.info, indent=2, default=str) + "\n")
+    with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
+        for s in run.samples:
+            f.write(json.dumps(asdict(s), ensure_ascii=False, default=str) + "\n")
+    (out / "report.md").write_text(report_markdown)
+    return out
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """Read a directory written by :func:`write_run`; a missing ``metrics.json`` is a one-line error."""
+    d = Path(run_dir)
+    if not (d / "metrics.json").is_file():
+        raise DataError(
+            f"{d} is not an evaluation result directory (no metrics.json); run `rlvr evaluate` first"
+        )
+    metrics = json.loads((d / "metrics.json").read_text())
+    samples = []
+    if (d / "samples.jsonl").is_file():
+        with open(d / "samples.jsonl", encoding="utf-8") as f:
+            samples = [SampleResult(**json.loads(line)) for line in f if line.strip()]
+    errors = json.loads((d / "errors.json").read_text()) if (d / "errors.json").is_file() else {}
+    info = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+    return RunResult(metrics, samples, errors, info)
+
+
+def _finite(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """JSON has no NaN: undefined metrics (e.g. pass@k with too few samples) are written as null."""
+    return {
+        b: {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
+        for b, m in metrics.items()
+    }
