@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, local_file, mean
 from rlvr.eval.store import SampleResult
-from rlvr.tasks.math import DEFAULT_PATHS, _gsm8k_examples, _math500_examples
+from rlvr.tasks.math import DEFAULT_PATHS, gsm8k_examples, math500_examples
 from rlvr.tasks.sources import load_records
 from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT
 from rlvr.verifiers.math import answers_match, extract_math_answer, last_number, score_math
@@ -32,7 +32,7 @@ def load_gsm8k(data_root: Path | None) -> Loaded:
         records = load_records(str(local_file(data_root, "gsm8k/test.jsonl.gz")), "test")
     else:
         records = load_records(DEFAULT_PATHS["gsm8k"], "test", "main")
-    examples = _gsm8k_examples(records, "test", DEFAULT_SYSTEM_PROMPT)
+    examples = gsm8k_examples(records, "test", DEFAULT_SYSTEM_PROMPT)
     return Loaded([GenItem(str(i), ex) for i, ex in enumerate(examples)])
 
 
@@ -42,7 +42,7 @@ def load_math500(data_root: Path | None) -> Loaded:
         records = load_records(str(local_file(data_root, "math500/test.jsonl.gz")), "test")
     else:
         records = load_records(DEFAULT_PATHS["math500"], "test")
-    examples = _math500_examples(records, DEFAULT_SYSTEM_PROMPT)
+    examples = math500_examples(records, DEFAULT_SYSTEM_PROMPT)
     return Loaded(
         [GenItem(str(r.get("unique_id", i)), ex) for i, (r, ex) in enumerate(zip(records, examples))]
     )

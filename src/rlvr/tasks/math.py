@@ -179,7 +179,7 @@ def generate_problem(seed: int, split: str, index: int, difficulty: int = 1) -> 
 # ------------------------------------------------------------------------------------------------ loaders
 
 
-def _gsm8k_examples(records: list[dict[str, Any]], split: str, system_prompt: str) -> list[Example]:
+def gsm8k_examples(records: list[dict[str, Any]], split: str, system_prompt: str) -> list[Example]:
     """GSM8K records -> examples; the gold answer is the text after ``####`` with thousands commas removed."""
     out = []
     for i, rec in enumerate(records):
@@ -198,7 +198,7 @@ def _gsm8k_examples(records: list[dict[str, Any]], split: str, system_prompt: st
     return out
 
 
-def _math500_examples(records: list[dict[str, Any]], system_prompt: str) -> list[Example]:
+def math500_examples(records: list[dict[str, Any]], system_prompt: str) -> list[Example]:
     """MATH-500 records -> examples; ``uid`` follows the record's ``unique_id`` when it has one."""
     out = []
     for i, rec in enumerate(records):
@@ -312,8 +312,8 @@ class MathTask:
         if self.source == "gsm8k":
             gsm_split = "train" if split == "train" else "test"
             records = load_records(self.path, gsm_split, config)[: self._limit(split, None)]
-            return _gsm8k_examples(records, gsm_split, self.system_prompt)
-        examples = _math500_examples(load_records(self.path, "test", config), self.system_prompt)
+            return gsm8k_examples(records, gsm_split, self.system_prompt)
+        examples = math500_examples(load_records(self.path, "test", config), self.system_prompt)
         order = list(range(len(examples)))
         random.Random(f"rlvr-math500/{self.seed}").shuffle(order)
         n_val = min(len(order), self._limit("val", MATH500_NUM_VAL) or 0)
