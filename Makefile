@@ -18,6 +18,9 @@ DATA     ?= $(wildcard ../shared/data)
 EVAL_OUT ?= $(LOGDIR)/eval/$(notdir $(patsubst %/,%,$(or $(ADAPTER),$(MODEL))))
 RUNS     ?= $(wildcard $(LOGDIR)/eval/*)
 
+# passive OpenMP waiting: spinning threads slow small CPU ops ~7x when anything else runs (rlvr/__init__.py)
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: help install train test test-slow lint bench eval report tb clean
 
 help: ## list targets

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rlvr import losses
 from rlvr.experience import Experience, concat_rewards, concat_rollouts, select_rewards, select_rollout, task_index
@@ -132,6 +132,7 @@ class RLVRModule(L.LightningModule):
         self.policy = self.ref_policy = self.tokenizer = self.engine = None
         self.tasks: dict = {}
         self.stage_sft_weight: float | None = None  # set by callbacks.StageSwitch
+        self._prev_lam: float | None = None
 
     # ---------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -168,6 +169,9 @@ class RLVRModule(L.LightningModule):
     # ---------------------------------------------------------------- the step
     def training_step(self, batch: list[Example], batch_idx: int) -> None:
         lam = self.sft_weight()
+        if self._prev_lam is not None and self._prev_lam >= 1.0 > lam:
+            self.start_rl_stage()
+        self._prev_lam = lam
         if lam >= 1.0:  # SFT stage: no generation at all
             metrics = {"train/sft_loss": self.sft_backward(batch, weight=1.0)}
             self.optimizer_step_guarded(metrics, lam)
@@ -185,6 +189,17 @@ class RLVRModule(L.LightningModule):
                 step_metrics["timing_s/update"] = time.perf_counter() - t
                 self.optimizer_step_guarded(step_metrics, lam)
         self.adapt_entropy_coef(metrics)
+
+    def start_rl_stage(self) -> None:
+        """SFT -> RL: anchor the KL to the SFT'd policy and switch to the RL learning rate."""
+        if self.hybrid.refresh_reference and self.ref_policy is not None:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
+        if self.hybrid.rl_lr is not None:
+            opt, sched = self.optimizers(), self.lr_schedulers()
+            for group in opt.param_groups:
+                group["lr"] = self.hybrid.rl_lr
+            sched.base_lrs = [self.hybrid.rl_lr] * len(opt.param_groups)
+        rank_zero_info(f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})")
 
     def sft_weight(self) -> float:
         """λ of this step: the StageSwitch callback's decision if one is active, else the schedule."""

@@ -55,6 +55,11 @@ class HybridSchedule:
         start: λ at the first step.
         end: λ at the last step (or after ``switch_step``).
         switch_step: the step where ``step`` switches.
+        rl_lr: learning rate from the first RL step on (None = keep ``lr``); SFT of a small model wants a
+            larger step than RL, which otherwise undoes the warm-up in a few updates.
+        refresh_reference: at the SFT -> RL switch, make the reference policy (KL anchor) a copy of the
+            policy just trained by SFT, not the model training started from. (With LoRA the reference is
+            the base with adapters disabled and cannot be refreshed.)
     λ = 1 skips generation (pure SFT); λ = 0 skips the SFT forward.
     """
 
@@ -62,6 +67,8 @@ class HybridSchedule:
     start: float = 0.0
     end: float = 0.0
     switch_step: int = 0
+    rl_lr: float | None = None
+    refresh_reference: bool = True
 
 
 @dataclass
