@@ -102,3 +102,20 @@ def test_constant_reward_gives_exactly_zero_policy_gradient(tmp_path):
     module.policy_backward(exp, torch.arange(len(exp.rollout.texts)), weight=1.0)
     grads = [p.grad for p in module.policy.parameters() if p.grad is not None]
     assert grads and all(torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_non_finite_loss_skips_the_update_and_counts_it(tmp_path, monkeypatch):
+    import rlvr.module as module_mod
+
+    real = module_mod.losses.policy_loss
+
+    def poisoned(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        return loss * float("nan"), metrics
+
+    monkeypatch.setattr(module_mod.losses, "policy_loss", poisoned)
+    math = MathTask(num_train=16, num_val=8)
+    with pytest.warns(UserWarning, match="update skipped"):
+        module, acc = fit(tmp_path, [math], steps=2)
+    assert [e.value for e in acc.Scalars("train/skipped_steps")] == [1.0, 2.0]
+    assert all(torch.isfinite(p).all() for p in module.policy.parameters())

@@ -364,9 +364,9 @@ class RLVRModule(L.LightningModule):
         if self.step_log.nonfinite_loss or not torch.isfinite(norm):
             self.step_log.skipped += 1
             rank_zero_warn(f"step {self.global_step}: non-finite loss or gradient, update skipped")
-            opt.zero_grad(set_to_none=True)
             self.step_log.nonfinite_loss = False
-            self.step_log.skipped_this_step = True
+            opt.zero_grad(set_to_none=True)
+            opt.step()  # no gradients: changes no weight, but counts the step (max_steps must still end training)
         else:
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -30,7 +30,6 @@ class StepLogger:
         self.truncation_warn_frac = truncation_warn_frac
         self.skipped = 0
         self.nonfinite_loss = False  # set by the module when a micro-batch loss is NaN/inf
-        self.skipped_this_step = False
 
     def setup_metrics(self, tasks: Mapping) -> None:
         names = ["val/accuracy", "val/format_rate"]
