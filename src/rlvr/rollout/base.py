@@ -35,6 +35,7 @@ class Rollout:
     truncated: Tensor  # [N] bool, hit max_new_tokens without EOS
     texts: list[str]  # decoded completions, special tokens removed
     group_ids: Tensor  # [N] long, index of the prompt each completion answers
+    keep_mask: Tensor | None = None  # [N, T, V] bool, tokens the sampler could draw (all True past the end)
 
     @property
     def lengths(self) -> Tensor:  # [N]
