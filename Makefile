@@ -53,6 +53,7 @@ lint: $(STAMP) ## ruff lint + format check
 bench: $(STAMP) ## speed benchmarks (ratios against references measured in the same run)
 	$(PY) benchmarks/bench_sandbox.py
 	$(PY) benchmarks/bench_sql.py
+	$(PY) benchmarks/bench_rollout.py
 
 eval: $(STAMP) ## evaluate: make eval MODEL=dir|hub-id [ADAPTER=dir] [BENCH=gsm8k,mbpp] [LIMIT=50] [DATA=dir]
 	@test -n "$(MODEL)" || { echo "make eval needs MODEL=<checkpoint dir or hub id>"; exit 2; }

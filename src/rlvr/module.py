@@ -153,7 +153,7 @@ class RLVRModule(L.LightningModule):
             self.ref_policy = load_causal_lm(path, dtype=self.dtype_name).eval().requires_grad_(False)
         self.policy = model.train()  # from_pretrained returns eval mode
         self.engine = HFEngine(model, self.tokenizer, stop_token_ids=[self.tokenizer.pad_token_id],
-                               **({"record_keep_mask": True} if self.keep_sampling_mask else {}))  # TEMP
+                               record_keep_mask=self.keep_sampling_mask)  # fmt: skip
         self.step_log.setup_metrics(self.tasks)
 
     def configure_optimizers(self):
