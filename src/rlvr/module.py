@@ -112,6 +112,8 @@ class RLVRModule(L.LightningModule):
                f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(losses.SFT_SCHEDULES)}")  # fmt: skip
         _check(not multitask.per_task_advantage_std or scale_rewards == "batch",
                "multitask.per_task_advantage_std needs scale_rewards=batch")  # fmt: skip
+        _check(hybrid.switch_fraction is None or 0.0 <= hybrid.switch_fraction <= 1.0,
+               "hybrid.switch_fraction must be in [0, 1]")  # fmt: skip
         _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
         if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
             loss = dataclasses.replace(loss, max_completion_length=max_new_tokens)
@@ -205,8 +207,9 @@ class RLVRModule(L.LightningModule):
         """λ of this step: the StageSwitch callback's decision if one is active, else the schedule."""
         if self.stage_sft_weight is not None:
             return self.stage_sft_weight
-        h = self.hybrid
-        return losses.sft_weight(h.schedule, self.global_step, self._total_steps(), h.start, h.end, h.switch_step)
+        h, total = self.hybrid, self._total_steps()
+        switch = h.switch_step if h.switch_fraction is None else round(h.switch_fraction * total)
+        return losses.sft_weight(h.schedule, self.global_step, total, h.start, h.end, switch)
 
     def collect(self, batch: list[Example], metrics: dict) -> Experience:
         """Rollout -> verifiers -> advantages, with DAPO dynamic sampling when enabled."""

@@ -55,6 +55,8 @@ class HybridSchedule:
         start: λ at the first step.
         end: λ at the last step (or after ``switch_step``).
         switch_step: the step where ``step`` switches.
+        switch_fraction: the switch as a fraction of ``trainer.max_steps`` instead (overrides ``switch_step``),
+            so a shortened run (``--trainer.max_steps=30``) still reaches its RL stage.
         rl_lr: learning rate from the first RL step on (None = keep ``lr``); SFT of a small model wants a
             larger step than RL, which otherwise undoes the warm-up in a few updates.
         refresh_reference: at the SFT -> RL switch, make the reference policy (KL anchor) a copy of the
@@ -67,6 +69,7 @@ class HybridSchedule:
     start: float = 0.0
     end: float = 0.0
     switch_step: int = 0
+    switch_fraction: float | None = None
     rl_lr: float | None = None
     refresh_reference: bool = True
 
