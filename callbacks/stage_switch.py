@@ -18,7 +18,11 @@ class StageSwitch(L.Callback):
     """
 
     def __init__(
-        self, metric: str = "val/format_rate", threshold: float = 0.8, min_sft_steps: int = 0, max_sft_steps: int = 1000
+        self,
+        metric: str = "val/format_rate",
+        threshold: float = 0.8,
+        min_sft_steps: int = 0,
+        max_sft_steps: int = 1000,
     ):
         self.metric, self.threshold = metric, threshold
         self.min_sft_steps, self.max_sft_steps = min_sft_steps, max_sft_steps
@@ -31,7 +35,9 @@ class StageSwitch(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         value = trainer.callback_metrics.get(self.metric)
-        ready = trainer.global_step >= self.min_sft_steps and value is not None and float(value) >= self.threshold
+        ready = (
+            trainer.global_step >= self.min_sft_steps and value is not None and float(value) >= self.threshold
+        )
         if self.switched_at is None and ready:
             self._switch(trainer, pl_module, f"{self.metric}={float(value):.3f} >= {self.threshold}")
 

@@ -20,7 +20,9 @@ from rlvr.tasks.base import Example, Task
 MIXING = ("proportional", "temperature", "uniform")
 
 
-def mixture_probs(sizes: Mapping[str, int], weights: Mapping[str, float] | None, mixing: str, temperature: float):
+def mixture_probs(
+    sizes: Mapping[str, int], weights: Mapping[str, float] | None, mixing: str, temperature: float
+):
     """Sampling probability of each task.
 
     proportional: ∝ weight · size;  temperature: ∝ (weight · size)^(1/T) (T > 1 flattens);  uniform: equal.

@@ -68,7 +68,14 @@ def test_print_config_lists_every_option(capsys):
     ],
 )
 def test_bad_options_exit_nonzero_naming_the_option(args, needle, capsys):
-    argv = ["fit", "--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "task" / "math.yaml"), *args]
+    argv = [
+        "fit",
+        "--config",
+        str(CONFIGS / "base.yaml"),
+        "--config",
+        str(CONFIGS / "task" / "math.yaml"),
+        *args,
+    ]
     with pytest.raises(SystemExit) as done:
         code = main(argv)
         raise SystemExit(code)

@@ -26,9 +26,15 @@ class FakeTask:
 
 
 TASKS = {
-    "math": FakeTask("math", ("strict_format", "correctness"), {"strict_format": 0.5, "correctness": 2.0}, "correctness"),
-    "sql": FakeTask("sql", ("strict_format", "sql_result_match"), {"strict_format": 1.0, "sql_result_match": 3.0},
-                    "sql_result_match"),  # fmt: skip
+    "math": FakeTask(
+        "math", ("strict_format", "correctness"), {"strict_format": 0.5, "correctness": 2.0}, "correctness"
+    ),
+    "sql": FakeTask(
+        "sql",
+        ("strict_format", "sql_result_match"),
+        {"strict_format": 1.0, "sql_result_match": 3.0},
+        "sql_result_match",
+    ),  # fmt: skip
 }
 
 

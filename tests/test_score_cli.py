@@ -74,7 +74,9 @@ def test_score_cli_end_to_end(tmp_path, db, capsys):
 
 
 def test_missing_input_is_one_line(tmp_path, capsys):
-    assert main(["score", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert (
+        main(["score", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "not found" in err and "\n" not in err
     assert not (tmp_path / "o.jsonl").exists()

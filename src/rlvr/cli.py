@@ -1,8 +1,8 @@
 """``rlvr`` / ``python -m rlvr``: LightningCLI for fit/validate, plus score / evaluate / compare / merge.
 
-    rlvr fit --config configs/base.yaml --config configs/task/math.yaml --model.lr=1e-5
-    rlvr fit --print_config
-    rlvr score --input preds.jsonl --output scored.jsonl
+rlvr fit --config configs/base.yaml --config configs/task/math.yaml --model.lr=1e-5
+rlvr fit --print_config
+rlvr score --input preds.jsonl --output scored.jsonl
 """
 
 from __future__ import annotations

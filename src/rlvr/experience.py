@@ -34,7 +34,11 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
     for r in parts:
         groups.append(r.group_ids - r.group_ids.min() + offset if len(r.group_ids) else r.group_ids)
         offset = int(groups[-1].max()) + 1 if len(r.group_ids) else offset
-    keep = [r.keep_mask for r in parts] if all(getattr(r, "keep_mask", None) is not None for r in parts) else None
+    keep = (
+        [r.keep_mask for r in parts]
+        if all(getattr(r, "keep_mask", None) is not None for r in parts)
+        else None
+    )
     merged = Rollout(
         prompt_ids=torch.cat([_pad_cols(r.prompt_ids, lp, pad_id, left=True) for r in parts]),
         prompt_mask=torch.cat([_pad_cols(r.prompt_mask, lp, 0, left=True) for r in parts]),

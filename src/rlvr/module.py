@@ -19,13 +19,27 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rlvr import losses
-from rlvr.experience import Experience, concat_rewards, concat_rollouts, select_rewards, select_rollout, task_index
+from rlvr.experience import (
+    Experience,
+    concat_rewards,
+    concat_rollouts,
+    select_rewards,
+    select_rollout,
+    task_index,
+)
 from rlvr.models import TINY, add_lora, build_tiny, load_causal_lm, load_tokenizer
 from rlvr.rewards import score_async
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.hf import HFEngine
 from rlvr.sequences import completion_logprobs, encode_prompts, encode_solutions, pad_pairs
-from rlvr.settings import DapoSettings, EntropyControl, HybridSchedule, LoraSettings, MultitaskBalance, TinyModelSettings
+from rlvr.settings import (
+    DapoSettings,
+    EntropyControl,
+    HybridSchedule,
+    LoraSettings,
+    MultitaskBalance,
+    TinyModelSettings,
+)
 from rlvr.tasks.base import Example
 from rlvr.train_logging import StepLogger, reduce_metrics
 
@@ -106,7 +120,10 @@ class RLVRModule(L.LightningModule):
         _check(completions_per_prompt >= 1, "completions_per_prompt must be >= 1")
         _check(min(micro_batch_size, num_iterations, steps_per_generation, rollout_chunks) >= 1,
                "micro_batch_size, num_iterations, steps_per_generation and rollout_chunks must be >= 1")  # fmt: skip
-        _check(scale_rewards in ("group", "batch", "none"), f"scale_rewards={scale_rewards!r}: use group|batch|none")
+        _check(
+            scale_rewards in ("group", "batch", "none"),
+            f"scale_rewards={scale_rewards!r}: use group|batch|none",
+        )
         _check(not load_in_4bit or lora.r > 0, "load_in_4bit needs LoRA: set lora.r > 0 (QLoRA)")
         _check(hybrid.schedule in losses.SFT_SCHEDULES,
                f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(losses.SFT_SCHEDULES)}")  # fmt: skip
@@ -119,7 +136,12 @@ class RLVRModule(L.LightningModule):
             loss = dataclasses.replace(loss, max_completion_length=max_new_tokens)
         self.save_hyperparameters()
         self.automatic_optimization = False  # several optimizer steps per rollout, guarded steps
-        self.name_or_path, self.tiny, self.dtype_name, self.load_in_4bit = name_or_path, tiny, dtype, load_in_4bit
+        self.name_or_path, self.tiny, self.dtype_name, self.load_in_4bit = (
+            name_or_path,
+            tiny,
+            dtype,
+            load_in_4bit,
+        )
         self.lora, self.loss_cfg, self.hybrid = lora, loss, hybrid
         self.multitask, self.dapo, self.entropy_control = multitask, dapo, entropy_control
         self.G, self.micro_batch_size = completions_per_prompt, micro_batch_size
@@ -128,7 +150,12 @@ class RLVRModule(L.LightningModule):
         self.val_sampling = SamplingParams(val_max_new_tokens or max_new_tokens, 0.0)
         self.keep_sampling_mask, self.rollout_chunks = keep_sampling_mask, rollout_chunks
         self.max_prompt_tokens, self.scale_rewards = max_prompt_tokens, scale_rewards
-        self.lr, self.weight_decay, self.warmup_steps, self.max_grad_norm = lr, weight_decay, warmup_steps, max_grad_norm
+        self.lr, self.weight_decay, self.warmup_steps, self.max_grad_norm = (
+            lr,
+            weight_decay,
+            warmup_steps,
+            max_grad_norm,
+        )
         self.scoring = ThreadPoolExecutor(max_workers=scoring_threads, thread_name_prefix="rlvr-score")
         self.step_log = StepLogger(self, log_samples_every_n_steps, truncation_warn_frac)
         self.policy = self.ref_policy = self.tokenizer = self.engine = None
@@ -185,7 +212,9 @@ class RLVRModule(L.LightningModule):
                 step_metrics = dict(metrics)
                 prompts = sorted(set(exp.prompt_index[rows].tolist()))
                 if lam > 0:
-                    step_metrics["train/sft_loss"] = self.sft_backward([exp.examples[i] for i in prompts], lam)
+                    step_metrics["train/sft_loss"] = self.sft_backward(
+                        [exp.examples[i] for i in prompts], lam
+                    )
                 t = time.perf_counter()
                 step_metrics.update(self.policy_backward(exp, rows, weight=1.0 - lam))
                 step_metrics["timing_s/update"] = time.perf_counter() - t
@@ -201,7 +230,9 @@ class RLVRModule(L.LightningModule):
             for group in opt.param_groups:
                 group["lr"] = self.hybrid.rl_lr
             sched.base_lrs = [self.hybrid.rl_lr] * len(opt.param_groups)
-        rank_zero_info(f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})")
+        rank_zero_info(
+            f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})"
+        )
 
     def sft_weight(self) -> float:
         """λ of this step: the StageSwitch callback's decision if one is active, else the schedule."""
@@ -243,7 +274,9 @@ class RLVRModule(L.LightningModule):
                 break
             rounds += 1
             pending = self.trainer.datamodule.draw(missing)
-        metrics.update({"timing_s/generate": t_gen, "timing_s/score": t_score, "rollout/sampling_rounds": rounds})
+        metrics.update(
+            {"timing_s/generate": t_gen, "timing_s/score": t_score, "rollout/sampling_rounds": rounds}
+        )
         if not examples:  # every group was uninformative: train on the last round (zero advantages) anyway
             examples, rollouts, rewards = last_round[0], [last_round[1]], [last_round[2]]
         rollout = concat_rollouts(rollouts, self.tokenizer.pad_token_id)
@@ -303,16 +336,22 @@ class RLVRModule(L.LightningModule):
 
     def policy_backward(self, exp: Experience, rows: torch.Tensor, weight: float) -> dict[str, float]:
         """GRPO-family loss over the mini-batch ``rows`` in micro-batches, backward scaled by ``weight``."""
-        cfg, r = self.loss_cfg, exp.rollout
+        cfg = self.loss_cfg
         totals = losses.batch_totals(exp.loss_mask[rows], exp.task_ids[rows], len(exp.task_names))
         task_w = torch.tensor([(self.multitask.task_loss_weights or {}).get(n, 1.0) for n in exp.task_names])
         parts: list[tuple[torch.Tensor, dict]] = []
         for mb in rows.split(self.micro_batch_size):
             batch = self._tensors(exp, mb)
             logp, entropy = completion_logprobs(
-                self.policy, *batch["seq"], self.sampling.temperature, with_entropy=True, keep_mask=batch["keep"]
+                self.policy,
+                *batch["seq"],
+                self.sampling.temperature,
+                with_entropy=True,
+                keep_mask=batch["keep"],
             )
-            ref_logp = self.reference_logprobs(*batch["seq"], keep_mask=batch["keep"]) if cfg.beta > 0 else None
+            ref_logp = (
+                self.reference_logprobs(*batch["seq"], keep_mask=batch["keep"]) if cfg.beta > 0 else None
+            )
             old = batch["old"] if batch["old"] is not None else logp.detach()
             loss, m = losses.policy_loss(
                 logp, old, batch["adv"], batch["mask"], cfg, ref_logp=ref_logp, entropy=entropy,
@@ -329,8 +368,12 @@ class RLVRModule(L.LightningModule):
         r, d = exp.rollout, self.device
         keep = getattr(r, "keep_mask", None)
         return {
-            "seq": (r.prompt_ids[mb].to(d), r.prompt_mask[mb].to(d), r.completion_ids[mb].to(d),
-                    r.completion_mask[mb].to(d)),  # fmt: skip
+            "seq": (
+                r.prompt_ids[mb].to(d),
+                r.prompt_mask[mb].to(d),
+                r.completion_ids[mb].to(d),
+                r.completion_mask[mb].to(d),
+            ),  # fmt: skip
             "keep": keep[mb].to(d) if keep is not None else None,
             "old": exp.old_logp[mb].to(d) if exp.old_logp is not None else None,
             "adv": exp.advantages[mb].to(d),
@@ -345,7 +388,9 @@ class RLVRModule(L.LightningModule):
         out = []
         for mb in torch.arange(len(exp.rollout.texts)).split(self.micro_batch_size):
             b = self._tensors(exp, mb)
-            out.append(completion_logprobs(self.policy, *b["seq"], self.sampling.temperature, keep_mask=b["keep"])[0])
+            out.append(
+                completion_logprobs(self.policy, *b["seq"], self.sampling.temperature, keep_mask=b["keep"])[0]
+            )
         return torch.cat(out).cpu()
 
     @torch.no_grad()
@@ -353,9 +398,13 @@ class RLVRModule(L.LightningModule):
         """Log-probs under the reference policy: the base with adapters disabled, or the frozen copy."""
         temp = self.sampling.temperature
         if self.ref_policy is not None:
-            return completion_logprobs(self.ref_policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask)[0]
+            return completion_logprobs(
+                self.ref_policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask
+            )[0]
         with self.policy.disable_adapter():
-            return completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask)[0]
+            return completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask)[
+                0
+            ]
 
     def optimizer_step_guarded(self, metrics: dict, lam: float) -> None:
         """Clip and step, unless the loss or gradient is non-finite (then skip, count and warn); log."""
@@ -376,7 +425,9 @@ class RLVRModule(L.LightningModule):
             self.lr_schedulers().step()
         metrics.update({"train/grad_norm": float(norm), "train/skipped_steps": float(self.step_log.skipped),
                         "train/sft_weight": lam})  # fmt: skip
-        metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get("train/pg_loss", 0.0)
+        metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get(
+            "train/pg_loss", 0.0
+        )
         self.step_log.scalars(metrics, step)
 
     def adapt_entropy_coef(self, metrics: dict) -> None:

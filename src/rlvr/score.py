@@ -41,7 +41,13 @@ def parse_line(line: str) -> tuple[dict | None, str | None]:
 
 def scored(record: dict | None, raw: str, parse_error: str | None, j: Judgement | None) -> dict:
     if record is None:
-        return {"input": raw[:1000], "rewards": {}, "reward": 0.0, "verdict": "invalid_input", "error": parse_error}
+        return {
+            "input": raw[:1000],
+            "rewards": {},
+            "reward": 0.0,
+            "verdict": "invalid_input",
+            "error": parse_error,
+        }
     weights = WEIGHTS.get(record.get("task"), {})
     rewards = j.components if j else {}
     total = sum(weights.get(c, 0.0) * v for c, v in rewards.items())
@@ -54,7 +60,10 @@ def score_file(src: Path, dst: Path) -> Counter:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}-")
     try:
-        with open(src, encoding="utf-8", errors="replace") as fin, os.fdopen(fd, "w", encoding="utf-8") as fout:
+        with (
+            open(src, encoding="utf-8", errors="replace") as fin,
+            os.fdopen(fd, "w", encoding="utf-8") as fout,
+        ):
             while True:
                 lines = [ln for ln in (fin.readline() for _ in range(CHUNK)) if ln]
                 if not lines:

@@ -11,7 +11,9 @@ from rlvr.rollout.base import left_pad, right_pad
 from rlvr.tasks.base import Example
 
 
-def encode_prompts(tokenizer, examples: Sequence[Example], max_prompt_tokens: int | None = None) -> list[list[int]]:
+def encode_prompts(
+    tokenizer, examples: Sequence[Example], max_prompt_tokens: int | None = None
+) -> list[list[int]]:
     """Chat-template token ids of each example's messages, ending with the assistant header.
 
     Over-long prompts are cut from the left (the system prompt goes first), never silently in the middle.
@@ -34,7 +36,9 @@ def encode_solutions(tokenizer, examples: Sequence[Example], max_tokens: int) ->
     out = []
     for ex in examples:
         if ex.solution is None:
-            raise ValueError(f"example {ex.uid or ex.task} has no gold solution, so it cannot be an SFT target")
+            raise ValueError(
+                f"example {ex.uid or ex.task} has no gold solution, so it cannot be an SFT target"
+            )
         ids = tokenizer(ex.solution, add_special_tokens=False)["input_ids"] + [eos]
         out.append(ids[:max_tokens])
     return out

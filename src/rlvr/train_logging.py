@@ -56,7 +56,9 @@ class StepLogger:
         metrics["rollout/completion_len_max"] = lengths.max().item()
         metrics["rollout/truncated_frac"] = truncated
         zero = zero_std_groups(rewards.total, rollout.group_ids.cpu())
-        metrics["rollout/frac_reward_zero_std"] = zero.float().mean().item()  # fraction of samples = of groups
+        metrics["rollout/frac_reward_zero_std"] = (
+            zero.float().mean().item()
+        )  # fraction of samples = of groups
         if truncated > self.truncation_warn_frac:
             rank_zero_warn(
                 f"step {self.module.global_step}: {truncated:.0%} of completions hit max_new_tokens="
@@ -99,7 +101,12 @@ class StepLogger:
                       batch_size=int(sel.sum()))  # fmt: skip
 
 
-PER_TASK = {"seq/kl": "kl", "seq/entropy": "entropy", "seq/clip_frac": "clip_frac", "seq/is_ratio": "is_ratio"}
+PER_TASK = {
+    "seq/kl": "kl",
+    "seq/entropy": "entropy",
+    "seq/clip_frac": "clip_frac",
+    "seq/is_ratio": "is_ratio",
+}
 
 
 def reduce_metrics(parts: list[tuple[torch.Tensor, dict]], exp) -> dict[str, float]:

@@ -37,7 +37,11 @@ def judge_math(completion: str, reference: Mapping[str, Any]) -> Judgement:
 
 
 def judge_batch(
-    tasks: Sequence[str], completions: Sequence[Any], references: Sequence[Mapping[str, Any]], *, threads: int = 4
+    tasks: Sequence[str],
+    completions: Sequence[Any],
+    references: Sequence[Mapping[str, Any]],
+    *,
+    threads: int = 4,
 ) -> list[Judgement]:
     """Judge every (task, completion, reference); never raises: bad input becomes verdict invalid_input."""
     out: list[Judgement | None] = [None] * len(tasks)
@@ -57,7 +61,9 @@ def judge_batch(
         if code_idx:
             checks = check_code_batch([completions[i] for i in code_idx], [references[i] for i in code_idx])
             for i, c in zip(code_idx, checks):
-                out[i] = Judgement(c.components, "correct" if c.verdict == "passed" else c.verdict, c.detail or None)
+                out[i] = Judgement(
+                    c.components, "correct" if c.verdict == "passed" else c.verdict, c.detail or None
+                )
         for i, fut in sql_jobs:
             v = fut.result()
             out[i] = Judgement(v.components, v.verdict, v.message or None)
@@ -74,9 +80,13 @@ def invalid_input(task: Any, completion: Any, reference: Mapping[str, Any]) -> s
     if missing:
         return f"{task} line needs string field(s) {missing}"
     if task == "code":
-        has_humaneval = isinstance(reference.get("test"), str) and isinstance(reference.get("entry_point"), str)
+        has_humaneval = isinstance(reference.get("test"), str) and isinstance(
+            reference.get("entry_point"), str
+        )
         tests = reference.get("tests")
         has_mbpp = isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests)
         if not (has_humaneval or has_mbpp):
-            return "code line needs 'test' + 'entry_point' (HumanEval style) or 'tests': [asserts] (MBPP style)"
+            return (
+                "code line needs 'test' + 'entry_point' (HumanEval style) or 'tests': [asserts] (MBPP style)"
+            )
     return None
