@@ -69,14 +69,18 @@ def test_dapo_family_options_run_and_log_stability_metrics(tmp_path):
     module, acc = fit(
         tmp_path, [MathTask(num_train=64, num_val=8)], steps=3,
         loss=PolicyLossConfig(loss_type="dapo", epsilon_high=0.28, beta=0.04, use_bias_correction_kl=True,
-                              off_policy_mask_threshold=0.5),
+                              off_policy_mask_threshold=0.5, tis_cap=2.0, per_task_normaliser=True),
         dapo=DapoSettings(dynamic_sampling=True, overlong_buffer=8, mask_truncated_completions=True),
         scale_rewards="batch", multitask=MultitaskBalance(per_task_advantage_std=True), num_iterations=2,
+        keep_sampling_mask=True, top_p=0.9, temperature=0.8,
     )  # fmt: skip
     tags = set(acc.Tags()["scalars"])
     assert {"train/math/kl", "train/math/entropy", "train/math/clip_frac", "train/math/is_ratio",
             "rollout/sampling_rounds", "train/off_policy/masked_frac"} <= tags  # fmt: skip
     assert all(torch.isfinite(torch.tensor(e.value)) for e in acc.Scalars("train/kl"))
+    # the keep mask makes the training log-probs those of the truncated sampler: the first update of each
+    # rollout is on-policy, so its sampler/policy mismatch is ~0 (without the mask top-p would make it large)
+    assert acc.Scalars("train/mismatch/abs_logp_diff_mean")[0].value < 1e-3
 
 
 class ConstantTask(MathTask):
