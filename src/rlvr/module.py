@@ -221,6 +221,13 @@ class RLVRModule(L.LightningModule):
                 self.optimizer_step_guarded(step_metrics, lam)
         self.adapt_entropy_coef(metrics)
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # Reaching max_steps through should_stop makes Lightning validate before it stops, so every run
+        # (also a shortened one, --trainer.max_steps=30) ends with val/* metrics of the final policy.
+        max_steps = self.trainer.max_steps
+        if max_steps and max_steps > 0 and self.global_step >= max_steps:
+            self.trainer.should_stop = True
+
     def start_rl_stage(self) -> None:
         """SFT -> RL: anchor the KL to the SFT'd policy and switch to the RL learning rate."""
         if self.hybrid.refresh_reference and self.ref_policy is not None:
