@@ -20,12 +20,12 @@ TINY = TinyModelSettings(vocab_size=600, hidden_size=64, num_layers=2, num_heads
                          intermediate_size=128, corpus_size=300)  # fmt: skip
 
 
-def fit(tmp_path, tasks, steps=4, **module_kwargs):
+def fit(tmp_path, tasks, steps=4, val_every=None, **module_kwargs):
     module = RLVRModule(tiny=TINY, completions_per_prompt=4, max_new_tokens=24, lr=1e-3,
                         log_samples_every_n_steps=1, **module_kwargs)  # fmt: skip
     dm = MixtureDataModule(tasks, prompts_per_step=4, val_prompts_per_task=8, val_batch_size=8)
     trainer = L.Trainer(
-        max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        max_steps=steps, val_check_interval=val_every or steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
     )  # fmt: skip
@@ -123,3 +123,9 @@ def test_non_finite_loss_skips_the_update_and_counts_it(tmp_path, monkeypatch):
         module, acc = fit(tmp_path, [math], steps=2)
     assert [e.value for e in acc.Scalars("train/skipped_steps")] == [1.0, 2.0]
     assert all(torch.isfinite(p).all() for p in module.policy.parameters())
+
+
+def test_a_shortened_run_still_ends_with_validation(tmp_path):
+    module, acc = fit(tmp_path, [MathTask(num_train=16, num_val=8)], steps=2, val_every=1000)
+    # one validation, after the last step (Lightning logs epoch-level metrics at global_step - 1)
+    assert [e.step for e in acc.Scalars("val/accuracy")] == [1]
