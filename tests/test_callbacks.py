@@ -1,0 +1,43 @@
+"""Callback logic on stand-in trainer/module objects: KL runaway handling and the SFT -> RL switch."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import pytest
+
+from callbacks import KLMonitor, StageSwitch
+
+
+class Module(SimpleNamespace):
+    def log(self, *args, **kwargs):
+        pass
+
+
+def test_kl_monitor_stops_after_patience_violations():
+    cb = KLMonitor(max_kl=1.0, patience=2, stop=True)
+    trainer = SimpleNamespace(callback_metrics={}, global_step=0, should_stop=False)
+    for kl, expect_stop in [(5.0, False), (0.5, False), (5.0, False), (6.0, True)]:
+        trainer.callback_metrics["train/kl"] = kl
+        with pytest.warns(UserWarning) if expect_stop else nullcontext():
+            cb.on_train_batch_end(trainer, Module(), None, None, 0)
+        assert trainer.should_stop is expect_stop
+    assert cb.peak == 6.0
+
+
+def test_stage_switch_on_metric_or_at_the_latest_step():
+    cb = StageSwitch(metric="val/format_rate", threshold=0.8, min_sft_steps=2, max_sft_steps=10)
+    module = Module(stage_sft_weight=None)
+    trainer = SimpleNamespace(global_step=1, callback_metrics={"val/format_rate": 0.9})
+    cb.on_train_batch_start(trainer, module, None, 0)
+    assert module.stage_sft_weight == 1.0  # SFT until the switch
+    cb.on_validation_end(trainer, module)
+    assert cb.switched_at is None  # metric reached, but before min_sft_steps
+    trainer.global_step = 3
+    cb.on_validation_end(trainer, module)
+    assert cb.switched_at == 3 and module.stage_sft_weight == 0.0
+    late = StageSwitch(max_sft_steps=5)
+    module2 = Module(stage_sft_weight=None)
+    late.on_train_batch_start(SimpleNamespace(global_step=5, callback_metrics={}), module2, None, 0)
+    assert late.switched_at == 5 and module2.stage_sft_weight == 0.0
