@@ -78,6 +78,10 @@ def test_dapo_family_options_run_and_log_stability_metrics(tmp_path):
     assert {"train/math/kl", "train/math/entropy", "train/math/clip_frac", "train/math/is_ratio",
             "rollout/sampling_rounds", "train/off_policy/masked_frac"} <= tags  # fmt: skip
     assert all(torch.isfinite(torch.tensor(e.value)) for e in acc.Scalars("train/kl"))
+    # zero-variance groups are counted on the batch as drawn, before dynamic sampling drops them
+    frac = [e.value for e in acc.Scalars("rollout/frac_reward_zero_std")]
+    dropped = [e.value for e in acc.Scalars("rollout/dynamic_sampling_dropped_groups")]
+    assert all((f > 0) == (d > 0) and f * 4 <= d + 1e-6 for f, d in zip(frac, dropped)), (frac, dropped)
     # the keep mask makes the training log-probs those of the truncated sampler: the first update of each
     # rollout is on-policy, so its sampler/policy mismatch is ~0 (without the mask top-p would make it large)
     assert acc.Scalars("train/mismatch/abs_logp_diff_mean")[0].value < 1e-3

@@ -34,11 +34,6 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
     for r in parts:
         groups.append(r.group_ids - r.group_ids.min() + offset if len(r.group_ids) else r.group_ids)
         offset = int(groups[-1].max()) + 1 if len(r.group_ids) else offset
-    keep = (
-        [r.keep_mask for r in parts]
-        if all(getattr(r, "keep_mask", None) is not None for r in parts)
-        else None
-    )
     merged = Rollout(
         prompt_ids=torch.cat([_pad_cols(r.prompt_ids, lp, pad_id, left=True) for r in parts]),
         prompt_mask=torch.cat([_pad_cols(r.prompt_mask, lp, 0, left=True) for r in parts]),
@@ -49,8 +44,8 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
         texts=[s for r in parts for s in r.texts],
         group_ids=torch.cat(groups),
     )
-    if keep is not None:
-        merged.keep_mask = torch.cat([_pad_cols(k, t, True) for k in keep])
+    if all(r.keep_mask is not None for r in parts):
+        merged.keep_mask = torch.cat([_pad_cols(r.keep_mask, t, True) for r in parts])
     return merged
 
 
@@ -67,7 +62,7 @@ def select_rollout(r: Rollout, rows: Tensor) -> Rollout:
         texts=[r.texts[i] for i in idx],
         group_ids=r.group_ids[rows],
     )
-    if getattr(r, "keep_mask", None) is not None:
+    if r.keep_mask is not None:
         out.keep_mask = r.keep_mask[rows]
     return out
 

@@ -263,9 +263,12 @@ class RLVRModule(L.LightningModule):
             t_gen, t_score = t_gen + (t1 - t0), t_score + (time.perf_counter() - t1)
             rb.total = rb.total + self.overlong_penalty(r.lengths)
             offset = len(examples)
+            zero_std = losses.zero_std_groups(rb.total, r.group_ids)
+            if rounds == 0:  # measured on the batch as drawn, before dynamic sampling drops anything
+                metrics["rollout/frac_reward_zero_std"] = zero_std.float().mean().item()
             keep = torch.ones(len(r.texts), dtype=torch.bool)
             if self.dapo.dynamic_sampling:
-                keep = ~losses.zero_std_groups(rb.total, r.group_ids.cpu())
+                keep = ~zero_std
                 metrics.setdefault("rollout/dynamic_sampling_dropped_groups", 0.0)
                 metrics["rollout/dynamic_sampling_dropped_groups"] += float((~keep).sum()) / self.G
             rows = torch.nonzero(keep).flatten()
@@ -373,7 +376,7 @@ class RLVRModule(L.LightningModule):
 
     def _tensors(self, exp: Experience, mb: torch.Tensor) -> dict:
         r, d = exp.rollout, self.device
-        keep = getattr(r, "keep_mask", None)
+        keep = r.keep_mask
         return {
             "seq": (
                 r.prompt_ids[mb].to(d),

@@ -8,7 +8,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
-from rlvr.advantages import zero_std_groups
 from rlvr.rewards import RewardBatch
 from rlvr.rollout.base import Rollout
 from rlvr.tasks.base import Example
@@ -55,10 +54,6 @@ class StepLogger:
         metrics["rollout/completion_len"] = lengths.mean().item()
         metrics["rollout/completion_len_max"] = lengths.max().item()
         metrics["rollout/truncated_frac"] = truncated
-        zero = zero_std_groups(rewards.total, rollout.group_ids.cpu())
-        metrics["rollout/frac_reward_zero_std"] = (
-            zero.float().mean().item()
-        )  # fraction of samples = of groups
         if truncated > self.truncation_warn_frac:
             rank_zero_warn(
                 f"step {self.module.global_step}: {truncated:.0%} of completions hit max_new_tokens="
