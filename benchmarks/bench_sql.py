@@ -19,8 +19,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from rlvr.verifiers.format import format_answer
-from rlvr.verifiers.sql import clear_caches, judge_sql
+from rlvr.domains.format import format_answer
+from rlvr.domains.sql.verify import clear_caches, judge_sql
 
 REPO = Path(__file__).resolve().parents[1]
 

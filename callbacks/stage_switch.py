@@ -31,7 +31,7 @@ class StageSwitch(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.switched_at is None and trainer.global_step >= self.max_sft_steps:
             self._switch(trainer, pl_module, f"max_sft_steps={self.max_sft_steps}")
-        pl_module.stage_sft_weight = 1.0 if self.switched_at is None else 0.0
+        pl_module.override_sft_weight(1.0 if self.switched_at is None else 0.0)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         value = trainer.callback_metrics.get(self.metric)
@@ -43,7 +43,7 @@ class StageSwitch(L.Callback):
 
     def _switch(self, trainer, pl_module, why: str) -> None:
         self.switched_at = trainer.global_step
-        pl_module.stage_sft_weight = 0.0
+        pl_module.override_sft_weight(0.0)
         rank_zero_info(f"StageSwitch: SFT -> RL at step {trainer.global_step} ({why})")
 
     def state_dict(self) -> dict:

@@ -1,6 +1,6 @@
 """Interleave the prompts of several tasks by weight into training batches (seeded and resumable).
 
-Each batch is a list of :class:`rlvr.tasks.base.Example`; tasks may mix inside a batch, and every example
+Each batch is a list of :class:`rlvr.domains.base.Example`; tasks may mix inside a batch, and every example
 keeps its task name and reference, so rollout, scoring and loss stay aligned per sample.
 """
 
@@ -15,7 +15,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from rlvr.tasks.base import Example, Task
+from rlvr.domains.base import Example, check_task
+from rlvr.domains.registry import build_task
 
 MIXING = ("proportional", "temperature", "uniform")
 
@@ -83,7 +84,9 @@ class MixtureDataModule(L.LightningDataModule):
     """Training prompts interleaved from several tasks; validation on each task's held-out split.
 
     Args:
-        tasks: the tasks (``class_path`` / ``init_args`` in YAML), names must be unique.
+        tasks: the tasks (``class_path`` / ``init_args`` in YAML), names must be unique. Any class with the
+            attributes and methods of :class:`rlvr.Task` is accepted (duck typing; checked here, one line
+            naming what is missing).
         prompts_per_step: prompts in one training batch (each gets ``completions_per_prompt`` samples).
         mixing: proportional | temperature | uniform (see :func:`mixture_probs`).
         mixing_weights: task name -> weight (default 1 each).
@@ -95,7 +98,7 @@ class MixtureDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tasks: list[Task],
+        tasks: list[Any],
         prompts_per_step: int = 8,
         mixing: str = "proportional",
         mixing_weights: dict[str, float] | None = None,
@@ -107,6 +110,13 @@ class MixtureDataModule(L.LightningDataModule):
         super().__init__()
         if not tasks:
             raise ValueError("data.tasks is empty: configure at least one task (see configs/task/*.yaml)")
+        for task in tasks:
+            if isinstance(task, Mapping):  # a class_path dict the config parser could not instantiate
+                build_task(task)  # raises the reason in one line (import error, bad init_args)
+                raise ValueError(
+                    f"data.tasks entry {dict(task)} was not built: check its class_path and init_args"
+                )
+            check_task(task)
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate task names {names}: each task may appear once")

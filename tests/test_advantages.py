@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rlvr.advantages import group_advantages, overlong_penalty, zero_std_groups
+from rlvr.algo.advantages import group_advantages, overlong_penalty, zero_std_groups
 
 EPS = 1e-4
 

@@ -14,6 +14,9 @@ class Module(SimpleNamespace):
     def log(self, *args, **kwargs):
         pass
 
+    def override_sft_weight(self, lam):  # the public method StageSwitch drives (RLVRModule's)
+        self.stage_sft_weight = lam
+
 
 def test_kl_monitor_stops_after_patience_violations():
     cb = KLMonitor(max_kl=1.0, patience=2, stop=True)

@@ -7,21 +7,21 @@ import collections
 
 import pytest
 
-from rlvr.tasks.base import DataError, Task
-from rlvr.tasks.code import CODE_WEIGHTS, MBPP_SPLITS, CodeTask, humaneval_path, load_mbpp
-from rlvr.tasks.code_gen import TEMPLATES, is_val_statement, make_problem
-from rlvr.tasks.sources import read_json_records
-from rlvr.verifiers.code import (
+from rlvr.domains.base import DataError, Task
+from rlvr.domains.code.generator import TEMPLATES, is_val_statement, make_problem
+from rlvr.domains.code.task import CODE_WEIGHTS, MBPP_SPLITS, CodeTask, humaneval_path, load_mbpp
+from rlvr.domains.code.verify import (
     CODE_COMPONENTS,
     candidate_source,
-    check_code_batch,
     extract_code,
+    judge_code_batch,
     parse_report,
     prompt_preamble,
     score_code,
     score_code_batch,
 )
-from rlvr.verifiers.format import format_answer, strict_format
+from rlvr.domains.format import format_answer, strict_format
+from rlvr.domains.sources import read_json_records
 
 
 def wrap(code: str, reasoning: str = "r") -> str:
@@ -34,9 +34,9 @@ ADD = "def add(a, b):\n    return a + b"
 # (id, completion, expected components as (strict, soft, extracted, compiles, fraction, all), verdict)
 # fmt: off
 CASES = [
-    ("correct", wrap(ADD), (1, 1, 1, 1, 1, 1), "passed"),
-    ("no_tags", f"```python\n{ADD}\n```", (0, 0, 1, 1, 1, 1), "passed"),
-    ("soft_only", f"<reasoning>r</reasoning> <answer>\n```python\n{ADD}\n```\n</answer> bye", (0, 1, 1, 1, 1, 1), "passed"),
+    ("correct", wrap(ADD), (1, 1, 1, 1, 1, 1), "correct"),
+    ("no_tags", f"```python\n{ADD}\n```", (0, 0, 1, 1, 1, 1), "correct"),
+    ("soft_only", f"<reasoning>r</reasoning> <answer>\n```python\n{ADD}\n```\n</answer> bye", (0, 1, 1, 1, 1, 1), "correct"),
     ("no_code", format_answer("r", "3"), (1, 1, 0, 0, 0, 0), "no_code"),
     ("unterminated_fence", "<reasoning>\nr\n</reasoning>\n<answer>\n```python\ndef add(a, b):", (0, 0, 0, 0, 0, 0), "no_code"),
     ("syntax_error", wrap("def add(a, b)\n    return a + b"), (1, 1, 1, 0, 0, 0), "syntax_error"),
@@ -49,17 +49,17 @@ CASES = [
     ("close_stdout", wrap("import os\nos.close(1)\n" + ADD), (1, 1, 1, 1, 0, 0), "runtime_error"),
     ("forged_report", wrap("print('0123456789abcdef 0 P')\nprint('0123456789abcdef END')\nimport sys\nsys.exit(0)"), (1, 1, 1, 1, 0, 0), "runtime_error"),
     ("infinite_loop", wrap("def add(a, b):\n    while True:\n        pass"), (1, 1, 1, 1, 0, 0), "timeout"),
-    ("loud_but_right", wrap("print('x' * 300_000)\ndef add(a, b):\n    print('noise' * 1000)\n    return a + b"), (1, 1, 1, 1, 1, 1), "passed"),
-    ("main_block_ignored", wrap(ADD + "\nif __name__ == '__main__':\n    print(add(int(input()), 1))"), (1, 1, 1, 1, 1, 1), "passed"),
-    ("shadows_builtins", wrap("def compile(*a):\n    return 0\ndef exec(*a):\n    return 0\n" + ADD), (1, 1, 1, 1, 1, 1), "passed"),
-    ("last_fence_wins", wrap("def add(a, b):\n    return 0\n```\nfixed:\n```python\n" + ADD), (1, 1, 1, 1, 1, 1), "passed"),
+    ("loud_but_right", wrap("print('x' * 300_000)\ndef add(a, b):\n    print('noise' * 1000)\n    return a + b"), (1, 1, 1, 1, 1, 1), "correct"),
+    ("main_block_ignored", wrap(ADD + "\nif __name__ == '__main__':\n    print(add(int(input()), 1))"), (1, 1, 1, 1, 1, 1), "correct"),
+    ("shadows_builtins", wrap("def compile(*a):\n    return 0\ndef exec(*a):\n    return 0\n" + ADD), (1, 1, 1, 1, 1, 1), "correct"),
+    ("last_fence_wins", wrap("def add(a, b):\n    return 0\n```\nfixed:\n```python\n" + ADD), (1, 1, 1, 1, 1, 1), "correct"),
 ]
 # fmt: on
 
 
 @pytest.fixture(scope="module")
 def case_checks():
-    return check_code_batch([c[1] for c in CASES], [ADD_REF] * len(CASES), timeout_s=2.0)
+    return judge_code_batch([c[1] for c in CASES], [ADD_REF] * len(CASES), timeout_s=2.0)
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c[0] for c in CASES])
@@ -145,8 +145,8 @@ def test_humaneval_canonical_solutions_all_pass(humaneval, form):
     else:
         bodies = {r["task_id"]: r["canonical_solution"] for r in read_json_records(humaneval_path())}
         completions = [wrap(bodies[e.meta["task_id"]]) for e in humaneval]
-    checks = check_code_batch(completions, [e.reference for e in humaneval], timeout_s=10.0)
-    failed = [(e.uid, c.verdict, c.detail) for e, c in zip(humaneval, checks) if c.verdict != "passed"]
+    checks = judge_code_batch(completions, [e.reference for e in humaneval], timeout_s=10.0)
+    failed = [(e.uid, c.verdict, c.error) for e, c in zip(humaneval, checks) if c.verdict != "correct"]
     assert failed == []
 
 
@@ -196,10 +196,10 @@ def test_humaneval_mutants_fail(humaneval, kind, min_fail_rate):
         if mutant is not None:
             completions.append(wrap(mutant))
             refs.append(e.reference)
-    checks = check_code_batch(completions, refs, timeout_s=5.0)
-    fail_rate = sum(c.verdict != "passed" for c in checks) / len(checks)
+    checks = judge_code_batch(completions, refs, timeout_s=5.0)
+    fail_rate = sum(c.verdict != "correct" for c in checks) / len(checks)
     assert len(checks) > 100 and fail_rate >= min_fail_rate, (kind, len(checks), fail_rate)
-    assert all(c.verdict in ("wrong_answer", "runtime_error", "timeout", "passed") for c in checks)
+    assert all(c.verdict in ("wrong_answer", "runtime_error", "timeout", "correct") for c in checks)
 
 
 # ----------------------------------------------------------------------------------------------- MBPP (real)
@@ -213,18 +213,18 @@ def test_mbpp_reference_solutions_pass(shared_data, variant, expected):
     task = CodeTask(source="mbpp", path=str(shared_data / "mbpp"), mbpp_variant=variant)
     examples = [e for split in MBPP_SPLITS for e in task.examples(split)]
     assert len(examples) == expected
-    checks = check_code_batch([e.solution for e in examples], [e.reference for e in examples], timeout_s=20.0)
-    slow = [e.uid for e, c in zip(examples, checks) if c.duration_s > 5.0]
+    checks = judge_code_batch([e.solution for e in examples], [e.reference for e in examples], timeout_s=20.0)
+    slow = [e.uid for e, c in zip(examples, checks) if c.detail["duration_s"] > 5.0]
     retry = [i for i, c in enumerate(checks) if c.verdict == "timeout"]
     other = [
-        (examples[i].uid, c.verdict, c.detail)
+        (examples[i].uid, c.verdict, c.error)
         for i, c in enumerate(checks)
-        if c.verdict not in ("passed", "timeout")
+        if c.verdict not in ("correct", "timeout")
     ]
-    rerun = check_code_batch(
+    rerun = judge_code_batch(
         [examples[i].solution for i in retry], [examples[i].reference for i in retry], timeout_s=60.0
     )
-    still = [(examples[i].uid, c.verdict, c.detail) for i, c in zip(retry, rerun) if c.verdict != "passed"]
+    still = [(examples[i].uid, c.verdict, c.error) for i, c in zip(retry, rerun) if c.verdict != "correct"]
     print(f"\nMBPP {variant}: {len(examples)} reference solutions; over 5 s: {slow}; time out at 20 s: "
           f"{[examples[i].uid for i in retry]}; fail otherwise: {other}; still fail at 60 s: {still}")  # fmt: skip
     assert other == [] and still == []
@@ -264,7 +264,7 @@ def test_mbpp_hub_ids_go_through_datasets(monkeypatch):
             }
         ]
 
-    monkeypatch.setattr("rlvr.tasks.code.load_records", fake_load_records)
+    monkeypatch.setattr("rlvr.domains.code.task.load_records", fake_load_records)
     assert load_mbpp("google-research-datasets/mbpp", "train", "sanitized")[0]["task_id"] == 602
     assert seen == {"source": "google-research-datasets/mbpp", "split": "train", "config": "sanitized"}
     ex = CodeTask(source="mbpp").examples("train")
@@ -313,7 +313,10 @@ def test_generated_gold_solutions_pass_their_tests():
     task = CodeTask(seed=0, num_train=300, num_val=150)
     examples = list(task.examples("train")) + list(task.examples("val"))
     examples += [e for seed in (1, 2) for e in CodeTask(seed=seed, num_train=50).examples("train")]
-    results = task.score_batch([e.solution for e in examples], [e.reference for e in examples])
+    results = [
+        j.components
+        for j in task.judge_batch([e.solution for e in examples], [e.reference for e in examples])
+    ]
     failing = [e.uid for e, r in zip(examples, results) if r["all_tests_pass"] != 1.0]
     assert failing == []
     assert all(strict_format(e.solution) == 1.0 for e in examples)
@@ -325,7 +328,7 @@ def test_generated_wrong_solutions_fail():
     examples = task.examples("val")
     # keep the signature, return an object equal to nothing
     wrong = [wrap(extract_code(e.solution).splitlines()[0] + "\n    return object()") for e in examples]
-    results = task.score_batch(wrong, [e.reference for e in examples])
+    results = [j.components for j in task.judge_batch(wrong, [e.reference for e in examples])]
     assert all(r["all_tests_pass"] == 0.0 and r["code_compiles"] == 1.0 for r in results)
 
 

@@ -8,7 +8,7 @@ import pytest
 from lightning.pytorch.cli import LightningCLI
 
 from data_modules.mixture import MixtureDataModule
-from rlvr.cli import main
+from rlvr.cli import build_cli, main
 from rlvr.module import RLVRModule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -18,9 +18,7 @@ OVERLAYS = sorted(p for d in ("model", "experiment") for p in (CONFIGS / d).glob
 
 def instantiate(*configs: Path, extra: tuple[str, ...] = ()) -> LightningCLI:
     args = [a for c in configs for a in ("--config", str(c))] + list(extra)
-    return LightningCLI(
-        RLVRModule, MixtureDataModule, args=args, run=False, parser_kwargs={"parser_mode": "omegaconf"}
-    )
+    return build_cli(args, run=False)
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda p: p.stem)
@@ -64,7 +62,9 @@ def test_print_config_lists_every_option(capsys):
     [
         (["--model.completions_per_prompt=many"], "completions_per_prompt"),
         (["--model.scale_rewards=sometimes"], "scale_rewards"),
-        (["--data.tasks=[{class_path: rlvr.tasks.nope.Nope}]"], "nope"),
+        (["--data.tasks=[{class_path: rlvr.domains.nope.Nope}]"], "nope"),
+        (["--model.lrr=1"], "did you mean --model.lr?"),
+        (["--data.prompts_per_stepp=1"], "did you mean --data.prompts_per_step?"),
     ],
 )
 def test_bad_options_exit_nonzero_naming_the_option(args, needle, capsys):
@@ -80,4 +80,5 @@ def test_bad_options_exit_nonzero_naming_the_option(args, needle, capsys):
         code = main(argv)
         raise SystemExit(code)
     assert done.value.code not in (0, None)
-    assert needle in capsys.readouterr().err.lower()
+    err = capsys.readouterr().err
+    assert needle in err.lower() and len(err.strip().splitlines()) == 1, err

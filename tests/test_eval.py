@@ -209,7 +209,7 @@ def _offline(monkeypatch):
 def _one_line_error(capsys, argv) -> str:
     assert rlvr_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rlvr: error: "), err
+    assert len(err) == 1 and err[0].startswith(f"rlvr {argv[0]}: error: "), err
     return err[0]
 
 
@@ -286,7 +286,7 @@ def test_compare_and_report_write_deltas_flips_and_charts(shared_data, tmp_path,
 
 
 def load_arc_records(data: Path) -> list[dict]:
-    from rlvr.tasks.sources import read_json_records
+    from rlvr.domains.sources import read_json_records
 
     return read_json_records(data / "arc_challenge" / "ARC-Challenge-Test.jsonl.gz")
 

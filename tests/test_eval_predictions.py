@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from rlvr.cli import main as rlvr_main
+from rlvr.domains.code.task import humaneval_path
+from rlvr.domains.sources import read_json_records
 from rlvr.eval.predictions import score_predictions
-from rlvr.tasks.code import humaneval_path
-from rlvr.tasks.sources import read_json_records
 
 N = 30  # items per benchmark (all 164 for HumanEval)
 

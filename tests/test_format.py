@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rlvr.verifiers.format import (
+from rlvr.domains.format import (
     extract_answer,
     extract_fenced,
     extract_reasoning,

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from rlvr import logprobs
-from rlvr.logprobs import entropy_from_logits, token_logprobs
-from rlvr.losses import PolicyLossConfig, policy_loss
+from rlvr.algo import logprobs
+from rlvr.algo.logprobs import entropy_from_logits, token_logprobs
+from rlvr.algo.losses import PolicyLossConfig, policy_loss
 
 
 def test_token_logprobs_by_hand():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
 from data_modules.mixture import MixtureDataModule, MixtureStream, mixture_probs
-from rlvr.tasks.base import Example
+from rlvr.domains.base import Example
 
 
 @dataclass
@@ -17,7 +17,7 @@ class ListTask:
     name: str
     n: int
     components: tuple = ("strict_format",)
-    weights: dict = None
+    weights: dict = field(default_factory=dict)
     accuracy_component: str = "strict_format"
 
     def examples(self, split):

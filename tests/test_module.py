@@ -11,10 +11,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data_modules.mixture import MixtureDataModule
-from rlvr.losses import PolicyLossConfig
+from rlvr.algo.losses import PolicyLossConfig
+from rlvr.domains.math.task import MathTask
 from rlvr.module import RLVRModule
 from rlvr.settings import DapoSettings, HybridSchedule, MultitaskBalance, TinyModelSettings
-from rlvr.tasks.math import MathTask
 
 TINY = TinyModelSettings(vocab_size=600, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
                          intermediate_size=128, corpus_size=300)  # fmt: skip
@@ -115,13 +115,13 @@ def test_constant_reward_gives_exactly_zero_policy_gradient(tmp_path):
 def test_non_finite_loss_skips_the_update_and_counts_it(tmp_path, monkeypatch):
     import rlvr.module as module_mod
 
-    real = module_mod.losses.policy_loss
+    real = module_mod.policy_loss
 
     def poisoned(*args, **kwargs):
         loss, metrics = real(*args, **kwargs)
         return loss * float("nan"), metrics
 
-    monkeypatch.setattr(module_mod.losses, "policy_loss", poisoned)
+    monkeypatch.setattr(module_mod, "policy_loss", poisoned)
     math = MathTask(num_train=16, num_val=8)
     with pytest.warns(UserWarning, match="update skipped"):
         module, acc = fit(tmp_path, [math], steps=2)

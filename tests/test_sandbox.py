@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.verifiers import sandbox
-from rlvr.verifiers.sandbox import Limits, SandboxPool, run_programs
+from rlvr.sandbox import pool as sandbox
+from rlvr.sandbox.pool import Limits, SandboxPool, run_programs
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 2.0
@@ -286,7 +286,7 @@ def test_large_program_and_output_round_trip(pool):
 
 def test_degraded_isolation_warns_once(caplog, monkeypatch):
     monkeypatch.setattr(sandbox, "_warned", False)
-    with caplog.at_level(logging.WARNING, logger="rlvr.verifiers.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="rlvr.sandbox.pool"):
         with SandboxPool(2, isolate=False) as p:
             results = p.run(["print('a')", "print('b')", "import time; time.sleep(0.2)"])
     assert [r.status for r in results] == ["passed"] * 3
@@ -330,7 +330,7 @@ def test_isolation_as_an_unprivileged_user():
     script = (
         "import json, sys\n"
         f"sys.path.insert(0, {str(REPO / 'src')!r})\n"
-        "from rlvr.verifiers.sandbox import SandboxPool\n"
+        "from rlvr.sandbox.pool import SandboxPool\n"
         "with SandboxPool(1) as p:\n"
         "    r = p.run(json.loads(sys.argv[1]), timeout_s=1)\n"
         "    print(json.dumps({'iso': p.isolation, 'r': [[x.status, x.stdout, x.stderr[-200:]] for x in r]}))\n"

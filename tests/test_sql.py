@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.tasks.base import DataError, Task
-from rlvr.tasks.sql import SQL_WEIGHTS, SqlTask, schema_text
-from rlvr.tasks.sql_gen import TEMPLATES, make_database, write_database
-from rlvr.verifiers import sql as v
-from rlvr.verifiers.format import format_answer
+from rlvr.domains.base import DataError, Task
+from rlvr.domains.format import format_answer
+from rlvr.domains.sql import verify as v
+from rlvr.domains.sql.generator import TEMPLATES, make_database, write_database
+from rlvr.domains.sql.task import SQL_WEIGHTS, SqlTask, schema_text
 
 FAST = 0.3  # timeout_s for hostile queries: each must come back well within a second
 
@@ -214,7 +214,7 @@ SCORE_CASES = [
 def test_score_components(db, completion, strict, soft, extracted, executes, match, verdict):
     ref = {"db_path": str(db), "gold_sql": GOLD}
     judged = v.judge_sql(completion, ref, timeout_s=FAST)
-    assert judged.verdict == verdict, judged.message
+    assert judged.verdict == verdict, judged.error
     expected = dict(zip(v.SQL_COMPONENTS, map(float, (strict, soft, extracted, executes, match))))
     assert judged.components == expected
     assert v.score_sql(completion, ref, timeout_s=FAST) == expected
@@ -262,7 +262,7 @@ def test_task_protocol_and_config(task):
         SqlTask(source="bird")
     with pytest.raises(DataError, match="path"):
         SqlTask(source="spider")
-    with pytest.raises(ValueError, match="unknown components"):
+    with pytest.raises(ValueError, match="unknown component"):
         SqlTask(weights={"sql_correct": 1.0})
     with pytest.raises(ValueError, match="difficulty"):
         SqlTask(difficulty=4)

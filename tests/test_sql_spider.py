@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.tasks.sql import SqlTask, load_spider
-from rlvr.verifiers.format import format_answer
-from rlvr.verifiers.sql import SQL_COMPONENTS, clear_caches, judge_sql
+from rlvr.domains.format import format_answer
+from rlvr.domains.sql.task import SqlTask, load_spider
+from rlvr.domains.sql.verify import SQL_COMPONENTS, clear_caches, judge_sql
 
 
 @pytest.fixture(scope="module")

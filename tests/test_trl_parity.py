@@ -27,7 +27,8 @@ import trl
 from trl.trainer import grpo_trainer
 from trl.trainer.grpo_trainer import GRPOTrainer
 
-from rlvr.losses import PolicyLossConfig, group_advantages, policy_loss, zero_std_groups
+from rlvr.algo.advantages import group_advantages, zero_std_groups
+from rlvr.algo.losses import PolicyLossConfig, policy_loss
 
 TRL_VERSION = trl.__version__  # tested against 1.16.0
 ATOL = 1e-6

@@ -1,38 +1,144 @@
-"""``rlvr`` / ``python -m rlvr``: LightningCLI for fit/validate, plus score / evaluate / compare / merge.
+"""``rlvr`` / ``python -m rlvr``: LightningCLI for fit / validate, plus the offline tools.
 
-rlvr fit --config configs/base.yaml --config configs/task/math.yaml --model.lr=1e-5
-rlvr fit --print_config
-rlvr score --input preds.jsonl --output scored.jsonl
+    rlvr --help                                            every command
+    rlvr fit --config configs/base.yaml --config configs/task/math.yaml --model.lr=1e-5
+    rlvr fit ... --print_config                            every option with its value
+    rlvr score --input preds.jsonl --output scored.jsonl
+
+A misspelled option or a bad value is one line on stderr (with a did-you-mean), exit code 2.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rlvr.domains.base import DataError
 from rlvr.models import ModelLoadError
-from rlvr.tasks.base import DataError
 
-# Extra subcommands, each ``main(argv) -> int`` imported lazily so `fit` does not pay for them.
-EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "score": ("rlvr.score", "main"),
-    "evaluate": ("rlvr.eval.cli", "evaluate_main"),
-    "compare": ("rlvr.eval.cli", "compare_main"),
-    "report": ("rlvr.eval.cli", "report_main"),
+#: LightningCLI's subcommands that rlvr documents, with what they do
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "train a policy (SFT, GRPO or hybrid) from YAML configs and --key=value overrides",
+    "validate": "run validation only (greedy accuracy per task) for a config / checkpoint",
+}
+#: other subcommands: name -> (module, function ``main(argv) -> int``, what it does); imported lazily
+EXTRA_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "score": ("rlvr.score", "main", "score any system's completions (JSONL) with the trainer's verifiers"),
+    "evaluate": ("rlvr.eval.cli", "evaluate_main", "evaluate a model or predictions on the benchmarks"),
+    "compare": ("rlvr.eval.cli", "compare_main", "compare evaluation runs: deltas and flipped examples"),
+    "report": ("rlvr.eval.cli", "report_main", "markdown + PNG report of evaluation runs"),
 }
 
 
-def run_lightning(argv: Sequence[str] | None) -> None:
-    from data_modules.mixture import MixtureDataModule
+def usage() -> str:
+    lines = ["usage: rlvr <command> [options]    (rlvr <command> --help for its options)", "", "commands:"]
+    entries = {**LIGHTNING_COMMANDS, **{k: v[2] for k, v in EXTRA_COMMANDS.items()}}
+    lines += [f"  {name:<9} {what}" for name, what in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
+class CliError(Exception):
+    """A configuration error already reduced to one line."""
+
+
+def _known_options(parser) -> set[str]:
+    """Every ``--option`` of ``parser`` and its subcommands, plus ``--data.<arg>`` of the datamodule classes
+    imported so far (the one the config named), with ``.init_args.`` dropped."""
+    import lightning as L
+
+    parsers, known = [parser], {"--config", "--print_config", "--help"}
+    while parsers:
+        p = parsers.pop()
+        known |= {s for s in getattr(p, "_option_string_actions", {}) if s.startswith("--")}
+        sub = getattr(p, "_subcommands_action", None)
+        parsers += list(getattr(sub, "_name_parser_map", {}).values()) if sub is not None else []
+    stack, seen = list(L.LightningDataModule.__subclasses__()), set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack += cls.__subclasses__()
+        code = getattr(cls.__init__, "__code__", None)
+        if code is not None:
+            known |= {f"--data.{n}" for n in code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]}
+    return {k.replace(".init_args.", ".") for k in known}
+
+
+def one_line_parse_error(message: str, parser) -> str:
+    """The first informative line of a jsonargparse error, with a did-you-mean for an unknown option."""
+    for line in message.splitlines():  # an error of a nested parser, already made one line
+        if line.strip().startswith("- unknown option"):
+            return line.strip()[2:]
+    nested = re.search(r"Option '(\w+)' is not accepted", message)
+    if "unrecognized arguments:" in message or nested:
+        known = _known_options(parser)
+        if nested:  # raised by the datamodule class's own parser: its options carry no "data." prefix
+            known |= {f"--data.{k[2:]}" for k in known if k.count(".") == 0}
+        given = re.findall(r"(--[\w.]+)", message.split("unrecognized arguments:", 1)[-1])
+        data_known = any(k.startswith("--data.") and k != "--data.help" for k in known)
+        unknown = [f"--data.{nested.group(1)}"] if nested else [
+            g for g in given
+            if g.replace(".init_args.", ".") not in known and (data_known or not g.startswith("--data."))
+        ]  # fmt: skip
+        if unknown:
+            option = unknown[0].replace(".init_args.", ".")
+            close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return f"unknown option {option}{hint} (rlvr fit --help lists them; --print_config shows values)"
+    return condense(message)
+
+
+def condense(message: str) -> str:
+    """One line of a (jsonargparse) error: for a union that matched no type, the first inner error."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if lines and lines[0].startswith(("Does not validate against any", "Parser key")):
+        inner = [ln[2:] for ln in lines if ln.startswith("- ") and "Expected a <class 'NoneType'>" not in ln]
+        if inner:
+            return (
+                lines[0].rstrip(":") + ": " + inner[0] if lines[0].startswith("Parser key") else inner[0]
+            )[:400]
+    return " ".join(ln for ln in lines[:3] if not ln.startswith("- "))[:400]
+
+
+class RlvrCLI(LightningCLI):
+    """LightningCLI whose parse errors are one line (with a did-you-mean), not a usage wall."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured):
+                super().parse_arguments(parser, args)
+        except SystemExit as e:
+            if e.code in (0, None):  # --help, --print_config
+                sys.stderr.write(captured.getvalue())
+                raise
+            text = captured.getvalue()
+            message = text.split("error: ", 1)[1] if "error: " in text else text
+            raise CliError(one_line_parse_error(message.strip(), parser)) from None
+        sys.stderr.write(captured.getvalue())
+
+
+def build_cli(args: Sequence[str] | None, run: bool = True) -> LightningCLI:
+    """The LightningCLI of rlvr: ``RLVRModule`` + any LightningDataModule named by ``data.class_path``
+    (``configs/base.yaml`` names ``data_modules.MixtureDataModule``; the package itself never imports it)."""
+    import lightning as L
+
     from rlvr.module import RLVRModule
 
-    LightningCLI(
+    return RlvrCLI(
         RLVRModule,
-        MixtureDataModule,
-        args=None if argv is None else list(argv),
+        L.LightningDataModule,
+        subclass_mode_data=True,
+        args=None if args is None else list(args),
+        run=run,
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
@@ -43,24 +149,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(), end="")
+        return 0
+    command = argv[0]
+    if command not in LIGHTNING_COMMANDS and command not in EXTRA_COMMANDS:
+        close = difflib.get_close_matches(command, [*LIGHTNING_COMMANDS, *EXTRA_COMMANDS], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"rlvr: error: unknown command {command!r}{hint} (rlvr --help lists them)", file=sys.stderr)
+        return 2
+    from rlvr.console import quiet
+
+    quiet()
     try:
-        if argv and argv[0] in EXTRA_COMMANDS:
-            module_name, fn_name = EXTRA_COMMANDS[argv[0]]
+        if command in EXTRA_COMMANDS:
+            module_name, fn_name, _ = EXTRA_COMMANDS[command]
             fn: Callable[[list[str]], int] = getattr(__import__(module_name, fromlist=[fn_name]), fn_name)
             return fn(argv[1:])
-        run_lightning(argv if explicit else None)
+        build_cli(argv if explicit else None)
         return 0
-    except (DataError, ModelLoadError, ValueError, FileNotFoundError) as e:
+    except (CliError, DataError, ModelLoadError, ValueError, FileNotFoundError) as e:
         # configuration and data problems: one line, no traceback (RLVR_DEBUG=1 shows it)
         if os.environ.get("RLVR_DEBUG"):
             raise
-        print(f"rlvr: error: {_one_line(e)}", file=sys.stderr)
+        print(f"rlvr {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return condense(str(e)) or type(e).__name__
 
 
 if __name__ == "__main__":

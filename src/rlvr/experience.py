@@ -1,20 +1,21 @@
 """Experience: what one rollout leaves for the update — completions, rewards, advantages, loss masks.
 
-Kept apart from the module so that merging rollouts (dynamic sampling refills) and cutting them into
-mini-batches are plain, testable functions.
+Kept apart from the module so that sampling a batch (with DAPO's dynamic-sampling refills), merging rollouts
+and cutting them into mini- and micro-batches are plain, testable functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from rlvr.algo.advantages import zero_std_groups
+from rlvr.domains.base import Example
 from rlvr.rewards import RewardBatch
 from rlvr.rollout.base import Rollout
-from rlvr.tasks.base import Example
 
 
 def _pad_cols(x: Tensor, width: int, value: float, left: bool = False) -> Tensor:
@@ -77,6 +78,7 @@ def concat_rewards(parts: Sequence[RewardBatch]) -> RewardBatch:
         weights=torch.cat([p.weights for p in parts]),
         total=torch.cat([p.total for p in parts]),
         correct=torch.cat([p.correct for p in parts]),
+        max_total=torch.cat([p.max_total for p in parts]),
     )
 
 
@@ -84,8 +86,83 @@ def select_rewards(rb: RewardBatch, rows: Tensor) -> RewardBatch:
     idx = rows.tolist()
     return replace(
         rb, tasks=[rb.tasks[i] for i in idx], values=rb.values[rows], mask=rb.mask[rows],
-        weights=rb.weights[rows], total=rb.total[rows], correct=rb.correct[rows],
+        weights=rb.weights[rows], total=rb.total[rows], correct=rb.correct[rows], max_total=rb.max_total[rows],
     )  # fmt: skip
+
+
+def sample_batch(
+    batch: list[Example],
+    sample: Callable[[list[Example]], tuple[Rollout, RewardBatch]],
+    draw: Callable[[int], list[Example]],
+    *,
+    group_size: int,
+    dynamic_sampling: bool,
+    max_rounds: int,
+    pad_id: int,
+    metrics: dict[str, float],
+) -> tuple[list[Example], Rollout, RewardBatch]:
+    """Sample and score ``batch``; with DAPO dynamic sampling, drop groups whose rewards have zero variance
+    and refill with groups of newly drawn prompts (``draw(k)``) for at most ``max_rounds`` extra rounds.
+
+    Returns the kept prompts and their completions and rewards, group ids renumbered 0..P-1 in prompt order.
+    If every group of every round was uninformative, the last round is kept (its advantages are zero).
+    Adds ``rollout/frac_reward_zero_std`` (of the batch as drawn), ``rollout/sampling_rounds`` and, with
+    dynamic sampling, ``rollout/dynamic_sampling_dropped_groups`` to ``metrics``.
+    """
+    examples: list[Example] = []
+    rollouts: list[Rollout] = []
+    rewards: list[RewardBatch] = []
+    pending, rounds = list(batch), 0
+    while True:
+        r, rb = sample(pending)
+        last_round = (pending, r, rb)
+        zero_std = zero_std_groups(rb.total, r.group_ids)
+        if rounds == 0:  # measured on the batch as drawn, before dynamic sampling drops anything
+            metrics["rollout/frac_reward_zero_std"] = zero_std.float().mean().item()
+        keep = ~zero_std if dynamic_sampling else torch.ones(len(r.texts), dtype=torch.bool)
+        if dynamic_sampling:
+            dropped = metrics.get("rollout/dynamic_sampling_dropped_groups", 0.0)
+            metrics["rollout/dynamic_sampling_dropped_groups"] = dropped + float((~keep).sum()) / group_size
+        rows = torch.nonzero(keep).flatten()
+        kept_prompts = sorted(set(r.group_ids[rows].tolist()))
+        remap = {g: len(examples) + i for i, g in enumerate(kept_prompts)}
+        kept = select_rollout(r, rows)
+        kept.group_ids = torch.tensor([remap[int(g)] for g in kept.group_ids], dtype=torch.long)
+        examples += [pending[g] for g in kept_prompts]
+        rollouts.append(kept)
+        rewards.append(select_rewards(rb, rows))
+        missing = len(batch) - len(examples)
+        if not dynamic_sampling or missing <= 0 or rounds >= max_rounds:
+            break
+        rounds += 1
+        pending = draw(missing)
+        if not pending:
+            break
+    metrics["rollout/sampling_rounds"] = float(rounds)
+    if not examples:
+        examples, rollouts, rewards = list(last_round[0]), [last_round[1]], [last_round[2]]
+    return examples, concat_rollouts(rollouts, pad_id), concat_rewards(rewards)
+
+
+@dataclass
+class MicroBatch:
+    """The rows of one forward/backward, on the training device. ``n`` completions, ``T`` tokens."""
+
+    prompt_ids: Tensor  # [n, Lp] long, left-padded
+    prompt_mask: Tensor  # [n, Lp]
+    completion_ids: Tensor  # [n, T] long, right-padded
+    completion_mask: Tensor  # [n, T] float
+    keep_mask: Tensor | None  # [n, T, V] bool: the sampler's top-k/top-p set (keep-sampling mask)
+    old_logp: Tensor | None  # [n, T] π_old when stored (several updates per rollout)
+    sampler_logp: Tensor  # [n, T]
+    advantages: Tensor  # [n]
+    loss_mask: Tensor  # [n, T]
+    task_ids: Tensor  # [n] long
+
+    @property
+    def sequences(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(prompt_ids, prompt_mask, completion_ids, completion_mask): the arguments of a log-prob pass."""
+        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask
 
 
 @dataclass
@@ -101,6 +178,20 @@ class Experience:
     task_names: list[str]
     prompt_index: Tensor  # [N] long
     old_logp: Tensor | None = None  # [N, T] when there are several updates per rollout
+
+    def micro_batch(self, rows: Tensor, device: torch.device | str) -> MicroBatch:
+        """The completions at ``rows`` [n] (long) as a :class:`MicroBatch` on ``device``."""
+        r = self.rollout
+
+        def on(x: Tensor | None) -> Tensor | None:
+            return x[rows].to(device) if x is not None else None
+
+        return MicroBatch(
+            prompt_ids=on(r.prompt_ids), prompt_mask=on(r.prompt_mask), completion_ids=on(r.completion_ids),
+            completion_mask=on(r.completion_mask), keep_mask=on(r.keep_mask), old_logp=on(self.old_logp),
+            sampler_logp=on(r.sampler_logp), advantages=on(self.advantages), loss_mask=on(self.loss_mask),
+            task_ids=on(self.task_ids),
+        )  # fmt: skip
 
     def minibatches(self, count: int) -> list[Tensor]:
         """Row indices of ``count`` mini-batches that split the batch by prompt (a group stays together)."""

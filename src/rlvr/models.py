@@ -7,6 +7,7 @@ trained on the task corpus. It is saved with ``save_pretrained`` into a cache di
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from rlvr.domains.sources import cache_root, go_offline_if_unreachable
 
 TINY = "tiny"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -35,7 +38,7 @@ class ModelLoadError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
+    return cache_root()
 
 
 def train_tiny_tokenizer(texts: Sequence[str], vocab_size: int):
@@ -146,7 +149,10 @@ def resolve_model_path(name_or_path: str) -> str:
     p = Path(name_or_path).expanduser()
     if p.exists() and not p.is_dir():
         raise ModelLoadError(f"model path {p} is a file: pass the checkpoint directory")
-    return str(p) if p.is_dir() else name_or_path
+    if p.is_dir():
+        return str(p)
+    go_offline_if_unreachable()  # a hub id: with no network, fail in seconds, not after minutes of retries
+    return name_or_path
 
 
 def load_tokenizer(name_or_path: str):
@@ -219,3 +225,28 @@ def _load_error(path: str, err: Exception) -> str:
             "offline? pass a local checkpoint directory or name_or_path=tiny"
         )
     return f"cannot load model from {path}: {first}"
+
+
+def build_policy(name_or_path: str, tiny, corpus: list[str] | None, *, dtype: str, load_in_4bit: bool, lora,
+                 frozen_reference: bool):  # fmt: skip
+    """(tokenizer, policy, reference) for training.
+
+    ``name_or_path == "tiny"`` builds the tiny model from ``tiny`` (:class:`rlvr.settings.TinyModelSettings`)
+    with a tokenizer trained on ``corpus``. With ``lora.r > 0`` the policy carries adapters and the reference
+    is the base with adapters disabled (``None`` here); otherwise, when ``frozen_reference``, the reference is a
+    frozen eval-mode copy of the starting weights.
+    """
+    path = name_or_path
+    if path == TINY:
+        settings = {k: v for k, v in dataclasses.asdict(tiny).items() if k != "corpus_size"}
+        path = str(build_tiny(corpus or [], **settings))
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, dtype=dtype, load_in_4bit=load_in_4bit)
+    reference = None
+    if lora.r > 0:
+        model = add_lora(
+            model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+        )
+    elif frozen_reference:
+        reference = load_causal_lm(path, dtype=dtype).eval().requires_grad_(False)
+    return tokenizer, model, reference

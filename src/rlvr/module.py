@@ -4,8 +4,8 @@
     for each of num_iterations × steps_per_generation mini-batches:
         loss = λ·L_SFT(gold solutions) + (1-λ)·L_GRPO(mini-batch)   -> one optimizer step
 
-Each stage is a function in its own module (rollout/, rewards.py, advantages.py, losses.py, experience.py,
-sequences.py); this file orchestrates them, and train_logging.py writes what happened.
+Each stage is a function in its own module (rollout/, rewards.py, algo/, experience.py, sequences.py); this
+file orchestrates them, and train_logging.py writes what happened.
 """
 
 from __future__ import annotations
@@ -18,19 +18,15 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from rlvr import losses
-from rlvr.experience import (
-    Experience,
-    concat_rewards,
-    concat_rollouts,
-    select_rewards,
-    select_rollout,
-    task_index,
-)
-from rlvr.models import TINY, add_lora, build_tiny, load_causal_lm, load_tokenizer
-from rlvr.rewards import score_async
-from rlvr.rollout.base import SamplingParams
-from rlvr.rollout.hf import HFEngine
+from rlvr.algo.advantages import group_advantages, overlong_penalty
+from rlvr.algo.losses import PolicyLossConfig, batch_totals, policy_loss, sft_loss
+from rlvr.algo.schedules import SFT_SCHEDULES, adapt_entropy_coef, sft_weight
+from rlvr.domains.base import Example
+from rlvr.experience import Experience, concat_rewards, concat_rollouts, sample_batch, task_index
+from rlvr.models import TINY, build_policy
+from rlvr.rewards import RewardBatch, add_component, score_async
+from rlvr.rollout import build_engine
+from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.sequences import completion_logprobs, encode_prompts, encode_solutions, pad_pairs
 from rlvr.settings import (
     DapoSettings,
@@ -38,9 +34,9 @@ from rlvr.settings import (
     HybridSchedule,
     LoraSettings,
     MultitaskBalance,
+    RolloutSettings,
     TinyModelSettings,
 )
-from rlvr.tasks.base import Example
 from rlvr.train_logging import StepLogger, reduce_metrics
 
 
@@ -54,7 +50,8 @@ class RLVRModule(L.LightningModule):
         load_in_4bit: load the base model in 4-bit NF4 (QLoRA; needs LoRA).
         lora: LoRA adapters; with LoRA the reference policy is the base with adapters disabled.
         completions_per_prompt: G, completions sampled per prompt (the group size).
-        micro_batch_size: completions per forward/backward; accumulation steps are derived and logged.
+        micro_batch_size: completions per forward/backward; the gradient of a mini-batch is accumulated
+            over its micro-batches (exact: every loss is normalised by whole-batch totals).
         num_iterations: μ, passes over each rollout (μ > 1 stores old log-probs from a no-grad forward).
         steps_per_generation: optimizer steps per rollout pass; the rollout is split into this many
             mini-batches by prompt. Each optimizer step counts toward ``trainer.max_steps``.
@@ -65,6 +62,7 @@ class RLVRModule(L.LightningModule):
         top_k: top-k sampling (0 = off).
         keep_sampling_mask: DeepSeek-V3.2: record the sampler's top-p/top-k truncation and apply it to the
             training log-probs too, so the ratio compares the same action space.
+        rollout: the rollout engine (``hf`` or your own class) and its options.
         rollout_chunks: generate the batch in this many chunks of prompts; chunk k is scored (in threads and
             the sandbox pool) while chunk k+1 is generated.
         loss: the policy-loss family and its options (TRL names).
@@ -83,6 +81,7 @@ class RLVRModule(L.LightningModule):
         scoring_threads: threads that run verifiers while generation proceeds.
     """
 
+    # fmt: off
     def __init__(
         self,
         name_or_path: str = TINY,
@@ -100,8 +99,9 @@ class RLVRModule(L.LightningModule):
         top_p: float = 1.0,
         top_k: int = 0,
         keep_sampling_mask: bool = False,
+        rollout: RolloutSettings = RolloutSettings(),  # noqa: B008
         rollout_chunks: int = 2,
-        loss: losses.PolicyLossConfig = losses.PolicyLossConfig(),  # noqa: B008
+        loss: PolicyLossConfig = PolicyLossConfig(),  # noqa: B008
         scale_rewards: str = "group",
         multitask: MultitaskBalance = MultitaskBalance(),  # noqa: B008
         dapo: DapoSettings = DapoSettings(),  # noqa: B008
@@ -119,30 +119,22 @@ class RLVRModule(L.LightningModule):
         super().__init__()
         _check(completions_per_prompt >= 1, "completions_per_prompt must be >= 1")
         _check(min(micro_batch_size, num_iterations, steps_per_generation, rollout_chunks) >= 1,
-               "micro_batch_size, num_iterations, steps_per_generation and rollout_chunks must be >= 1")  # fmt: skip
-        _check(
-            scale_rewards in ("group", "batch", "none"),
-            f"scale_rewards={scale_rewards!r}: use group|batch|none",
-        )
+               "micro_batch_size, num_iterations, steps_per_generation and rollout_chunks must be >= 1")
+        _check(scale_rewards in ("group", "batch", "none"), f"scale_rewards={scale_rewards!r}: use group|batch|none")
         _check(not load_in_4bit or lora.r > 0, "load_in_4bit needs LoRA: set lora.r > 0 (QLoRA)")
-        _check(hybrid.schedule in losses.SFT_SCHEDULES,
-               f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(losses.SFT_SCHEDULES)}")  # fmt: skip
+        _check(hybrid.schedule in SFT_SCHEDULES,
+               f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(SFT_SCHEDULES)}")
         _check(not multitask.per_task_advantage_std or scale_rewards == "batch",
-               "multitask.per_task_advantage_std needs scale_rewards=batch")  # fmt: skip
+               "multitask.per_task_advantage_std needs scale_rewards=batch")
         _check(hybrid.switch_fraction is None or 0.0 <= hybrid.switch_fraction <= 1.0,
-               "hybrid.switch_fraction must be in [0, 1]")  # fmt: skip
+               "hybrid.switch_fraction must be in [0, 1]")
         _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
         if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
             loss = dataclasses.replace(loss, max_completion_length=max_new_tokens)
         self.save_hyperparameters()
         self.automatic_optimization = False  # several optimizer steps per rollout, guarded steps
-        self.name_or_path, self.tiny, self.dtype_name, self.load_in_4bit = (
-            name_or_path,
-            tiny,
-            dtype,
-            load_in_4bit,
-        )
-        self.lora, self.loss_cfg, self.hybrid = lora, loss, hybrid
+        self.name_or_path, self.tiny, self.dtype_name, self.load_in_4bit = name_or_path, tiny, dtype, load_in_4bit
+        self.lora, self.loss_cfg, self.hybrid, self.rollout = lora, loss, hybrid, rollout
         self.multitask, self.dapo, self.entropy_control = multitask, dapo, entropy_control
         self.G, self.micro_batch_size = completions_per_prompt, micro_batch_size
         self.num_iterations, self.steps_per_generation = num_iterations, steps_per_generation
@@ -150,18 +142,14 @@ class RLVRModule(L.LightningModule):
         self.val_sampling = SamplingParams(val_max_new_tokens or max_new_tokens, 0.0)
         self.keep_sampling_mask, self.rollout_chunks = keep_sampling_mask, rollout_chunks
         self.max_prompt_tokens, self.scale_rewards = max_prompt_tokens, scale_rewards
-        self.lr, self.weight_decay, self.warmup_steps, self.max_grad_norm = (
-            lr,
-            weight_decay,
-            warmup_steps,
-            max_grad_norm,
-        )
+        self.lr, self.weight_decay, self.warmup_steps, self.max_grad_norm = lr, weight_decay, warmup_steps, max_grad_norm
         self.scoring = ThreadPoolExecutor(max_workers=scoring_threads, thread_name_prefix="rlvr-score")
         self.step_log = StepLogger(self, log_samples_every_n_steps, truncation_warn_frac)
         self.policy = self.ref_policy = self.tokenizer = self.engine = None
         self.tasks: dict = {}
-        self.stage_sft_weight: float | None = None  # set by callbacks.StageSwitch
+        self.stage_sft_weight: float | None = None  # see override_sft_weight
         self._prev_lam: float | None = None
+    # fmt: on
 
     # ---------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -169,20 +157,16 @@ class RLVRModule(L.LightningModule):
             return
         dm = self.trainer.datamodule
         self.tasks = dict(dm.tasks)
-        path = self.name_or_path
-        if path == TINY:
-            settings = {k: v for k, v in dataclasses.asdict(self.tiny).items() if k != "corpus_size"}
-            path = str(build_tiny(dm.tokenizer_corpus(self.tiny.corpus_size), **settings))
-        self.tokenizer = load_tokenizer(path)
-        model = load_causal_lm(path, dtype=self.dtype_name, load_in_4bit=self.load_in_4bit)
-        if self.lora.r > 0:
-            model = add_lora(model, r=self.lora.r, alpha=self.lora.alpha, dropout=self.lora.dropout,
-                             target_modules=self.lora.target_modules)  # fmt: skip
-        elif self.loss_cfg.beta > 0:  # a frozen copy; with LoRA the base itself is the reference
-            self.ref_policy = load_causal_lm(path, dtype=self.dtype_name).eval().requires_grad_(False)
+        corpus = dm.tokenizer_corpus(self.tiny.corpus_size) if self.name_or_path == TINY else None
+        self.tokenizer, model, self.ref_policy = build_policy(
+            self.name_or_path, self.tiny, corpus, dtype=self.dtype_name, load_in_4bit=self.load_in_4bit,
+            lora=self.lora, frozen_reference=self.loss_cfg.beta > 0,
+        )  # fmt: skip
         self.policy = model.train()  # from_pretrained returns eval mode
-        self.engine = HFEngine(model, self.tokenizer, stop_token_ids=[self.tokenizer.pad_token_id],
-                               record_keep_mask=self.keep_sampling_mask)  # fmt: skip
+        self.engine = build_engine(
+            self.rollout.engine, model, self.tokenizer, stop_token_ids=[self.tokenizer.pad_token_id],
+            record_keep_mask=self.keep_sampling_mask, options=self.rollout.options,
+        )  # fmt: skip
         self.step_log.setup_metrics(self.tasks)
 
     def configure_optimizers(self):
@@ -241,59 +225,31 @@ class RLVRModule(L.LightningModule):
             f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})"
         )
 
+    def override_sft_weight(self, lam: float | None) -> None:
+        """Force λ from the next step on (a stage controller such as ``callbacks.StageSwitch``: 1 = SFT,
+        0 = RL); ``None`` hands λ back to the ``hybrid`` schedule."""
+        _check(lam is None or 0.0 <= lam <= 1.0, f"sft weight {lam} must be in [0, 1]")
+        self.stage_sft_weight = lam
+
     def sft_weight(self) -> float:
-        """λ of this step: the StageSwitch callback's decision if one is active, else the schedule."""
+        """λ of this step: the override if one is set (see :meth:`override_sft_weight`), else the schedule."""
         if self.stage_sft_weight is not None:
             return self.stage_sft_weight
         h, total = self.hybrid, self._total_steps()
         switch = h.switch_step if h.switch_fraction is None else round(h.switch_fraction * total)
-        return losses.sft_weight(h.schedule, self.global_step, total, h.start, h.end, switch)
+        return sft_weight(h.schedule, self.global_step, total, h.start, h.end, switch)
 
     def collect(self, batch: list[Example], metrics: dict) -> Experience:
         """Rollout -> verifiers -> advantages, with DAPO dynamic sampling when enabled."""
-        examples, rollouts, rewards, rounds = [], [], [], 0
-        pending = list(batch)
-        t_gen = t_score = 0.0
-        while pending:
-            t0 = time.perf_counter()
-            r, wait = self.rollout_and_score(pending)
-            t1 = time.perf_counter()
-            rb = wait()
-            last_round = (pending, r, rb)
-            t_gen, t_score = t_gen + (t1 - t0), t_score + (time.perf_counter() - t1)
-            rb.total = rb.total + self.overlong_penalty(r.lengths)
-            offset = len(examples)
-            zero_std = losses.zero_std_groups(rb.total, r.group_ids)
-            if rounds == 0:  # measured on the batch as drawn, before dynamic sampling drops anything
-                metrics["rollout/frac_reward_zero_std"] = zero_std.float().mean().item()
-            keep = torch.ones(len(r.texts), dtype=torch.bool)
-            if self.dapo.dynamic_sampling:
-                keep = ~zero_std
-                metrics.setdefault("rollout/dynamic_sampling_dropped_groups", 0.0)
-                metrics["rollout/dynamic_sampling_dropped_groups"] += float((~keep).sum()) / self.G
-            rows = torch.nonzero(keep).flatten()
-            kept_prompts = sorted(set(r.group_ids[rows].tolist()))
-            remap = {g: offset + i for i, g in enumerate(kept_prompts)}
-            kept = select_rollout(r, rows)
-            kept.group_ids = torch.tensor([remap[int(g)] for g in kept.group_ids], dtype=torch.long)
-            examples += [pending[g] for g in kept_prompts]
-            rollouts.append(kept)
-            rewards.append(select_rewards(rb, rows))
-            missing = len(batch) - len(examples)
-            if not self.dapo.dynamic_sampling or missing <= 0 or rounds >= self.dapo.max_sampling_rounds:
-                break
-            rounds += 1
-            pending = self.trainer.datamodule.draw(missing)
-        metrics.update(
-            {"timing_s/generate": t_gen, "timing_s/score": t_score, "rollout/sampling_rounds": rounds}
-        )
-        if not examples:  # every group was uninformative: train on the last round (zero advantages) anyway
-            examples, rollouts, rewards = last_round[0], [last_round[1]], [last_round[2]]
-        rollout = concat_rollouts(rollouts, self.tokenizer.pad_token_id)
-        rb = concat_rewards(rewards)
+        metrics.update({"timing_s/generate": 0.0, "timing_s/score": 0.0})
+        examples, rollout, rb = sample_batch(
+            batch, lambda prompts: self.rollout_and_score(prompts, metrics), self.trainer.datamodule.draw,
+            group_size=self.G, dynamic_sampling=self.dapo.dynamic_sampling,
+            max_rounds=self.dapo.max_sampling_rounds, pad_id=self.tokenizer.pad_token_id, metrics=metrics,
+        )  # fmt: skip
         names = sorted(self.tasks)
         task_ids = task_index(rb.tasks, names)
-        adv = losses.group_advantages(
+        adv = group_advantages(
             rb.total, rollout.group_ids, scale_rewards=self.scale_rewards, task_ids=task_ids,
             per_task_std=self.multitask.per_task_advantage_std,
         )  # fmt: skip
@@ -306,10 +262,11 @@ class RLVRModule(L.LightningModule):
         self.step_log.rollout(examples, rollout, rb, metrics)
         return exp
 
-    def rollout_and_score(self, examples: list[Example]):
+    def rollout_and_score(self, examples: list[Example], metrics: dict) -> tuple[Rollout, RewardBatch]:
         """Generate G completions per prompt in chunks; each chunk's scoring starts as soon as it exists, so
-        verifiers run while the next chunk is generated. Returns the rollout and a wait-for-rewards function."""
+        verifiers run while the next chunk is generated. DAPO's overlong penalty joins as a reward component."""
         parts, waits = [], []
+        t0 = time.perf_counter()
         for chunk in _split(examples, self.rollout_chunks):
             prompts = encode_prompts(self.tokenizer, chunk, self.max_prompt_tokens)
             r = self.engine.generate(prompts, self.G, self.sampling)
@@ -317,15 +274,18 @@ class RLVRModule(L.LightningModule):
             waits.append(score_async(self.scoring, self.tasks, [e.task for e in refs], r.texts,
                                      [e.reference for e in refs]))  # fmt: skip
             parts.append(r)
+        t1 = time.perf_counter()
         rollout = concat_rollouts(parts, self.tokenizer.pad_token_id) if len(parts) > 1 else parts[0]
         rollout.group_ids = rollout.group_ids.cpu()
-        return rollout, lambda: concat_rewards([w() for w in waits])
-
-    def overlong_penalty(self, lengths: torch.Tensor) -> torch.Tensor:
-        if self.dapo.overlong_buffer <= 0:
-            return torch.zeros_like(lengths, dtype=torch.float32).cpu()
-        pen = losses.overlong_penalty(lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer)
-        return self.dapo.overlong_penalty_factor * pen
+        rb = concat_rewards([w() for w in waits])
+        if self.dapo.overlong_buffer > 0:
+            pen = overlong_penalty(
+                rollout.lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer
+            )
+            rb = add_component(rb, "overlong", pen, self.dapo.overlong_penalty_factor)
+        metrics["timing_s/generate"] += t1 - t0
+        metrics["timing_s/score"] += time.perf_counter() - t1
+        return rollout, rb
 
     def sft_backward(self, batch: list[Example], weight: float) -> float:
         """Token-level cross-entropy on the gold solutions, backward scaled by ``weight``; returns the loss."""
@@ -339,82 +299,53 @@ class RLVRModule(L.LightningModule):
                 x.to(self.device) for x in pad_pairs(prompts[sl], targets[sl], self.tokenizer.pad_token_id)
             )
             logp, _ = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask)
-            loss = losses.sft_loss(logp, c_mask, total_tokens=total_tokens)
+            loss = sft_loss(logp, c_mask, total_tokens=total_tokens)
             self.manual_backward(weight * loss)
             value += loss.item()
         return value
 
     def policy_backward(self, exp: Experience, rows: torch.Tensor, weight: float) -> dict[str, float]:
         """GRPO-family loss over the mini-batch ``rows`` in micro-batches, backward scaled by ``weight``."""
-        cfg = self.loss_cfg
-        totals = losses.batch_totals(exp.loss_mask[rows], exp.task_ids[rows], len(exp.task_names))
+        cfg, temp = self.loss_cfg, self.sampling.temperature
+        totals = batch_totals(exp.loss_mask[rows], exp.task_ids[rows], len(exp.task_names))
         task_w = torch.tensor([(self.multitask.task_loss_weights or {}).get(n, 1.0) for n in exp.task_names])
         parts: list[tuple[torch.Tensor, dict]] = []
-        for mb in rows.split(self.micro_batch_size):
-            batch = self._tensors(exp, mb)
-            logp, entropy = completion_logprobs(
-                self.policy,
-                *batch["seq"],
-                self.sampling.temperature,
-                with_entropy=True,
-                keep_mask=batch["keep"],
-            )
-            ref_logp = (
-                self.reference_logprobs(*batch["seq"], keep_mask=batch["keep"]) if cfg.beta > 0 else None
-            )
-            old = batch["old"] if batch["old"] is not None else logp.detach()
-            loss, m = losses.policy_loss(
-                logp, old, batch["adv"], batch["mask"], cfg, ref_logp=ref_logp, entropy=entropy,
-                sampler_logp=batch["sampler"], task_ids=batch["tasks"], task_weights=task_w, **totals,
+        for rows_mb in rows.split(self.micro_batch_size):
+            mb = exp.micro_batch(rows_mb, self.device)
+            logp, entropy = completion_logprobs(self.policy, *mb.sequences, temp, with_entropy=True,
+                                                keep_mask=mb.keep_mask)  # fmt: skip
+            ref_logp = self.reference_logprobs(mb) if cfg.beta > 0 else None
+            old = mb.old_logp if mb.old_logp is not None else logp.detach()
+            loss, m = policy_loss(
+                logp, old, mb.advantages, mb.loss_mask, cfg, ref_logp=ref_logp, entropy=entropy,
+                sampler_logp=mb.sampler_logp, task_ids=mb.task_ids, task_weights=task_w, **totals,
             )  # fmt: skip
             if not torch.isfinite(loss):
                 self.step_log.nonfinite_loss = True
                 continue
             self.manual_backward(weight * loss)
-            parts.append((mb, {**m, "pg_loss": loss.detach()}))
+            parts.append((rows_mb, {**m, "pg_loss": loss.detach()}))
         return reduce_metrics(parts, exp)
-
-    def _tensors(self, exp: Experience, mb: torch.Tensor) -> dict:
-        r, d = exp.rollout, self.device
-        keep = r.keep_mask
-        return {
-            "seq": (
-                r.prompt_ids[mb].to(d),
-                r.prompt_mask[mb].to(d),
-                r.completion_ids[mb].to(d),
-                r.completion_mask[mb].to(d),
-            ),  # fmt: skip
-            "keep": keep[mb].to(d) if keep is not None else None,
-            "old": exp.old_logp[mb].to(d) if exp.old_logp is not None else None,
-            "adv": exp.advantages[mb].to(d),
-            "mask": exp.loss_mask[mb].to(d),
-            "sampler": r.sampler_logp[mb].to(d),
-            "tasks": exp.task_ids[mb].to(d),
-        }
 
     @torch.no_grad()
     def stored_logprobs(self, exp: Experience) -> torch.Tensor:
         """π_old log-probs of the whole rollout, for several updates per rollout."""
         out = []
-        for mb in torch.arange(len(exp.rollout.texts)).split(self.micro_batch_size):
-            b = self._tensors(exp, mb)
-            out.append(
-                completion_logprobs(self.policy, *b["seq"], self.sampling.temperature, keep_mask=b["keep"])[0]
-            )
+        for rows in torch.arange(len(exp.rollout.texts)).split(self.micro_batch_size):
+            mb = exp.micro_batch(rows, self.device)
+            logp, _ = completion_logprobs(self.policy, *mb.sequences, self.sampling.temperature,
+                                          keep_mask=mb.keep_mask)  # fmt: skip
+            out.append(logp)
         return torch.cat(out).cpu()
 
     @torch.no_grad()
-    def reference_logprobs(self, p_ids, p_mask, c_ids, c_mask, keep_mask=None) -> torch.Tensor:
+    def reference_logprobs(self, mb) -> torch.Tensor:
         """Log-probs under the reference policy: the base with adapters disabled, or the frozen copy."""
         temp = self.sampling.temperature
         if self.ref_policy is not None:
-            return completion_logprobs(
-                self.ref_policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask
-            )[0]
+            return completion_logprobs(self.ref_policy, *mb.sequences, temp, keep_mask=mb.keep_mask)[0]
         with self.policy.disable_adapter():
-            return completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask, temp, keep_mask=keep_mask)[
-                0
-            ]
+            return completion_logprobs(self.policy, *mb.sequences, temp, keep_mask=mb.keep_mask)[0]
 
     def optimizer_step_guarded(self, metrics: dict, lam: float) -> None:
         """Clip and step, unless the loss or gradient is non-finite (then skip, count and warn); log."""
@@ -433,6 +364,7 @@ class RLVRModule(L.LightningModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             self.lr_schedulers().step()
+            self.engine.update_weights(self.policy)  # the next rollout samples from the new weights
         metrics.update({"train/grad_norm": float(norm), "train/skipped_steps": float(self.step_log.skipped),
                         "train/sft_weight": lam})  # fmt: skip
         metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get(
@@ -444,8 +376,8 @@ class RLVRModule(L.LightningModule):
         ec = self.entropy_control
         if ec.target is None or "train/entropy" not in metrics:
             return
-        coef = losses.adapt_entropy_coef(self.loss_cfg.entropy_coef, metrics["train/entropy"], ec.target, ec.lr, 0.0,
-                                         ec.max_coef)  # fmt: skip
+        coef = adapt_entropy_coef(self.loss_cfg.entropy_coef, metrics["train/entropy"], ec.target, ec.lr, 0.0,
+                                  ec.max_coef)  # fmt: skip
         self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=coef)
 
     def _total_steps(self) -> int:
@@ -456,9 +388,8 @@ class RLVRModule(L.LightningModule):
     def validation_step(self, batch: list[Example], batch_idx: int) -> None:
         prompts = encode_prompts(self.tokenizer, batch, self.max_prompt_tokens)
         rollout = self.engine.generate(prompts, 1, self.val_sampling)
-        rewards = score_async(
-            self.scoring, self.tasks, [ex.task for ex in batch], rollout.texts, [ex.reference for ex in batch]
-        )()
+        refs = [ex.reference for ex in batch]
+        rewards = score_async(self.scoring, self.tasks, [ex.task for ex in batch], rollout.texts, refs)()
         self.step_log.validation(batch, rewards)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

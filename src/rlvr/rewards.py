@@ -3,7 +3,9 @@
 Columns are the union of every task's components (a component shared by several tasks, such as
 ``strict_format``, is one column). ``mask[i, c]`` says whether component ``c`` applies to sample ``i``'s
 task: a component that does not apply is *masked*, not zero — it takes no part in the total and its logged
-mean is over the samples it applies to.
+mean is over the samples it applies to. Trainer-side components that apply to every task (DAPO's
+``overlong`` penalty) are added with :func:`add_component`, so ``total == sum(weights * values)`` always holds
+and every part of the reward is logged as ``reward/<task>/<component>``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlvr.tasks.base import Task
+from rlvr.domains.base import Task, max_reward
 
 
 @dataclass
@@ -28,14 +30,19 @@ class RewardBatch:
     weights: Tensor  # [N, C] weight of each component in the sample's total (0 where masked)
     total: Tensor  # [N] sum_c w_c * r_c over the components that apply
     correct: Tensor  # [N] the task's accuracy component (1.0 = correct)
+    max_total: Tensor  # [N] the largest total the sample's task can give (sum of its positive weights)
 
     def means(self) -> dict[str, float]:
-        """``reward/total``, ``reward/<task>/total``, ``reward/<task>/<component>``, ``accuracy/<task>``:
-        means over the samples each applies to, never diluted by other tasks' samples."""
+        """``reward/total``, ``reward/<task>/total``, ``reward/<task>/normalised`` (total / the task's
+        maximum, comparable across tasks whose reward scales differ), ``reward/<task>/<component>``,
+        ``accuracy/<task>``: means over the samples each applies to, never diluted by other tasks' samples."""
         out = {"reward/total": self.total.mean().item()}
         for task in sorted(set(self.tasks)):
             rows = torch.tensor([t == task for t in self.tasks])
             out[f"reward/{task}/total"] = self.total[rows].mean().item()
+            out[f"reward/{task}/normalised"] = (
+                (self.total[rows] / self.max_total[rows].clamp(min=1e-9)).mean().item()
+            )
             out[f"accuracy/{task}"] = self.correct[rows].mean().item()
             for c, name in enumerate(self.names):
                 applies = rows & self.mask[:, c]
@@ -63,6 +70,7 @@ def assemble(
     mask = torch.zeros(n, len(names), dtype=torch.bool)
     weights = torch.zeros(n, len(names))
     correct = torch.zeros(n)
+    max_total = torch.tensor([max_reward(tasks[t].weights) for t in sample_tasks], dtype=torch.float32)
     for i, (task_name, comp) in enumerate(zip(sample_tasks, scores)):
         task = tasks[task_name]
         for c in task.components:
@@ -72,14 +80,27 @@ def assemble(
             weights[i, j] = float(task.weights.get(c, 0.0))
         correct[i] = float(comp.get(task.accuracy_component, 0.0))
     total = (values * weights).sum(-1)  # weights are 0 where masked
-    return RewardBatch(names, list(sample_tasks), values, mask, weights, total, correct)
+    return RewardBatch(names, list(sample_tasks), values, mask, weights, total, correct, max_total)
+
+
+def add_component(rb: RewardBatch, name: str, values: Tensor, weight: float) -> RewardBatch:
+    """``rb`` with one more component that applies to every sample (values [N], one weight), e.g. DAPO's
+    ``overlong`` penalty in [-1, 0]; the total gains ``weight * values``."""
+    n = len(rb.tasks)
+    w = torch.full((n, 1), float(weight))
+    return RewardBatch(
+        names=[*rb.names, name], tasks=rb.tasks,
+        values=torch.cat([rb.values, values.float().reshape(n, 1)], 1),
+        mask=torch.cat([rb.mask, torch.ones(n, 1, dtype=torch.bool)], 1),
+        weights=torch.cat([rb.weights, w], 1),
+        total=rb.total + w.squeeze(1) * values.float().reshape(n), correct=rb.correct, max_total=rb.max_total,
+    )  # fmt: skip
 
 
 def _score_group(task: Task, completions: list[str], refs: list[Mapping[str, Any]]) -> list[dict[str, float]]:
-    batch_fn: Callable | None = getattr(task, "score_batch", None)  # e.g. code: a sandbox pool, concurrent
-    if batch_fn is not None:
-        return list(batch_fn(completions, refs))
-    return [task.score(c, r) for c, r in zip(completions, refs)]
+    if hasattr(task, "judge_batch"):  # e.g. code: every program of the group runs concurrently in the sandbox
+        return [j.components for j in task.judge_batch(completions, refs)]
+    return [dict(task.score(c, r)) for c, r in zip(completions, refs)]
 
 
 def score_async(

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rlvr.algo.logprobs import entropy_from_logits, token_logprobs
+from rlvr.domains.base import Example
 from rlvr.rollout.base import left_pad, right_pad
-from rlvr.tasks.base import Example
 
 
 def encode_prompts(
@@ -68,8 +69,6 @@ def completion_logprobs(
     Logits are computed only for the completion positions (``logits_to_keep``), divided by the sampling
     temperature so the probabilities are those the sampler used, and restricted to ``keep_mask`` when given.
     """
-    from rlvr.losses import entropy_from_logits, token_logprobs
-
     ids = torch.cat([prompt_ids, completion_ids], 1)  # [B, L]
     attn = torch.cat([prompt_mask.long(), completion_mask.long()], 1)
     # positions count real tokens only, so left padding does not shift them (matches generate)

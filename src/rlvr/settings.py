@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -124,3 +125,17 @@ class MultitaskBalance:
 
     per_task_advantage_std: bool = False
     task_loss_weights: dict[str, float] | None = None
+
+
+@dataclass
+class RolloutSettings:
+    """Which engine generates the rollouts.
+
+    Attributes:
+        engine: a name in :data:`rlvr.rollout.ENGINES` (``hf``: the in-process HF model, CPU or GPU) or the
+            import path of your own engine class (see :class:`rlvr.RolloutEngine`).
+        options: extra keyword arguments of the engine's constructor.
+    """
+
+    engine: str = "hf"
+    options: dict[str, Any] | None = None

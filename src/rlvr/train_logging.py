@@ -8,11 +8,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
+from rlvr.domains.base import Example
 from rlvr.rewards import RewardBatch
 from rlvr.rollout.base import Rollout
-from rlvr.tasks.base import Example
 
-PROGRESS_BAR = ("reward/total", "train/kl", "train/sft_loss")
+#: metrics also put in ``trainer.callback_metrics`` (callbacks such as KLMonitor read them)
+CALLBACK_METRICS = ("reward/total", "train/kl", "train/sft_loss")
 FORMAT_COMPONENT = "strict_format"
 
 
@@ -29,6 +30,7 @@ class StepLogger:
         self.truncation_warn_frac = truncation_warn_frac
         self.skipped = 0
         self.nonfinite_loss = False  # set by the module when a micro-batch loss is NaN/inf
+        self.last: dict[str, float] = {}  # the last step's scalars (callbacks.ProgressLog prints them)
 
     def setup_metrics(self, tasks: Mapping) -> None:
         names = ["val/accuracy", "val/format_rate"]
@@ -38,13 +40,14 @@ class StepLogger:
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
         """Write this step's scalars straight to the logger (``self.log`` would re-log stale values of keys
-        a step does not produce, e.g. the SFT loss after the switch to RL); the progress bar gets a few."""
+        a step does not produce, e.g. the SFT loss after the switch to RL)."""
         m = self.module
+        self.last = {k: float(v) for k, v in metrics.items()}
         if m.logger is not None:
-            m.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
-        for name in PROGRESS_BAR:
+            m.logger.log_metrics(self.last, step=step)
+        for name in CALLBACK_METRICS:
             if name in metrics:
-                m.log(name, float(metrics[name]), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+                m.log(name, float(metrics[name]), logger=False, on_step=True, on_epoch=False)
 
     def rollout(self, batch: list[Example], rollout: Rollout, rewards: RewardBatch, metrics: dict) -> None:
         """Reward, accuracy and rollout statistics of one step (added to ``metrics``), samples as text."""
@@ -92,8 +95,7 @@ class StepLogger:
                 key = f"val/{prefix}{name}"
                 metric = m.val_metrics[key.replace("/", "__")]
                 metric.update(values[sel].to(m.device))
-                m.log(key, metric, on_step=False, on_epoch=True, prog_bar=key == "val/accuracy",
-                      batch_size=int(sel.sum()))  # fmt: skip
+                m.log(key, metric, on_step=False, on_epoch=True, batch_size=int(sel.sum()))
 
 
 PER_TASK = {

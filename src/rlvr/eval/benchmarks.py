@@ -21,11 +21,11 @@ import importlib
 from rlvr.eval.spec import Benchmark
 
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "gsm8k": ("rlvr.eval.math_bench", "GSM8K"),
-    "math500": ("rlvr.eval.math_bench", "MATH500"),
-    "humaneval": ("rlvr.eval.code_bench", "HUMANEVAL"),
-    "mbpp": ("rlvr.eval.code_bench", "MBPP"),
-    "spider": ("rlvr.eval.sql_bench", "SPIDER"),
+    "gsm8k": ("rlvr.domains.math.bench", "GSM8K"),
+    "math500": ("rlvr.domains.math.bench", "MATH500"),
+    "humaneval": ("rlvr.domains.code.bench", "HUMANEVAL"),
+    "mbpp": ("rlvr.domains.code.bench", "MBPP"),
+    "spider": ("rlvr.domains.sql.bench", "SPIDER"),
     "arc_challenge": ("rlvr.eval.choice_data", "ARC_CHALLENGE"),
     "hellaswag": ("rlvr.eval.choice_data", "HELLASWAG"),
 }

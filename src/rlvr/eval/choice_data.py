@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlvr.domains.base import DataError
+from rlvr.domains.sources import load_records, read_json_records, require_fields
 from rlvr.eval.multiple_choice import ChoiceQuestion
 from rlvr.eval.spec import Benchmark, Loaded, local_file, mean
 from rlvr.eval.store import SampleResult
-from rlvr.tasks.base import DataError
-from rlvr.tasks.sources import load_records, read_json_records, require_fields
 
 ARC_HUB = ("allenai/ai2_arc", "ARC-Challenge", "test")
 HELLASWAG_HUB = ("Rowan/hellaswag", None, "validation")

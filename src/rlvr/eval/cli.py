@@ -17,8 +17,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlvr.domains.base import DataError
 from rlvr.eval.benchmarks import BENCHMARKS, parse_names
-from rlvr.tasks.base import DataError
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="hf", help="rollout engine: hf (or pkg.module.Class of your own)")
     p.add_argument(
         "--out", required=True, help="result directory (metrics.json, samples.jsonl, errors.json, report.md)"
     )
@@ -84,7 +85,7 @@ def _evaluate_model(args: argparse.Namespace, names: list[str]):
 
     settings = EvalSettings(
         limit=args.limit, n_samples=args.n_samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, choice_batch_size=args.choice_batch_size, seed=args.seed,
+        batch_size=args.batch_size, choice_batch_size=args.choice_batch_size, seed=args.seed, engine=args.engine,
     )  # fmt: skip
     loaded = load_benchmarks(names, args.data_root)  # data problems surface before the model loads
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -16,13 +16,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from rlvr.domains.base import DataError
 from rlvr.eval.analysis import error_summary
 from rlvr.eval.benchmarks import BENCHMARKS, get_benchmark
 from rlvr.eval.multiple_choice import ChoiceQuestion
 from rlvr.eval.runner import load_benchmarks, summarize
 from rlvr.eval.spec import Benchmark, Loaded, Verdict
 from rlvr.eval.store import RunResult, SampleResult
-from rlvr.tasks.base import DataError
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, list[tuple[str, str]]], Counter[str]]:

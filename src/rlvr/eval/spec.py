@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rlvr.domains.base import DataError, Example
 from rlvr.eval.multiple_choice import ChoiceQuestion
 from rlvr.eval.store import SampleResult
-from rlvr.tasks.base import DataError, Example
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr.tasks.base import DataError
+from rlvr.domains.base import DataError
 
 #: outcome categories of a sample, "correct" first; every other one is an error kind
 CATEGORIES = (

@@ -43,10 +43,21 @@ class Rollout:
 
 
 class RolloutEngine(Protocol):
-    """Generates completions with the *current* policy weights."""
+    """Generates completions with the *current* policy weights.
+
+    An engine is built as ``Engine(policy, tokenizer, *, stop_token_ids, record_keep_mask, **options)``
+    (``options`` from ``model.rollout.options``) and must return log-probs of the sampled tokens under the
+    distribution they were drawn from (after temperature and top-k/top-p), so importance weights against the
+    sampler compare like with like.
+    """
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams) -> Rollout:
         """``n`` completions for each tokenised prompt (chat template already applied)."""
+        ...
+
+    def update_weights(self, policy: torch.nn.Module) -> None:
+        """Make the next ``generate`` sample from ``policy``'s current weights; called after every optimizer
+        step (an engine that samples from the live module itself has nothing to copy)."""
         ...
 
 

@@ -138,6 +138,10 @@ class HFEngine:
         self.eos_ids = sorted({int(i) for i in ids if i is not None})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
+    def update_weights(self, policy) -> None:
+        """Nothing to copy: generation runs on the live module. Re-pointed in case the caller swapped it."""
+        self.model = policy
+
     @torch.no_grad()  # not inference_mode: the rollout's tensors feed the autograd-recorded update
     def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams) -> Rollout:
         device = next(self.model.parameters()).device

@@ -1,6 +1,6 @@
 """Run untrusted Python programs: a warm pool of isolated worker processes, one fork per program.
 
-Each pool slot is a worker process (:mod:`rlvr.verifiers.sandbox_worker`, a fresh ``python -I``) that isolates
+Each pool slot is a worker process (:mod:`rlvr.sandbox.worker`, a fresh ``python -I``) that isolates
 itself once and then forks a child per program, so a program costs a fork rather than an interpreter start-up.
 What a program gets (see the worker for how):
 
@@ -48,7 +48,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STATUSES = ("passed", "failed", "timeout", "error")
-WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
+WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 #: modules imported once in each worker so programs using them pay nothing to import them
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
            "traceback", "operator", "copy", "random", "statistics", "fractions", "decimal", "datetime", "io")  # fmt: skip

@@ -6,13 +6,17 @@ directory holding ``<split>.jsonl[.gz]``) or a hub dataset id (``owner/name``) r
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from rlvr.tasks.base import DataError
+from rlvr.domains.base import DataError
 
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 
@@ -74,8 +78,71 @@ def load_records(source: str, split: str, config: str | None = None) -> list[dic
     return load_hub_records(source, split, config)
 
 
+def cache_root() -> Path:
+    """Where rlvr keeps what it builds (generated databases, the tiny model): ``$RLVR_CACHE``, else
+    ``$XDG_CACHE_HOME/rlvr``, else ``~/.cache/rlvr``. ``make clean-cache`` removes it."""
+    if os.environ.get("RLVR_CACHE"):
+        return Path(os.environ["RLVR_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rlvr"
+
+
+HUB_PROBE_S = 2.0
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the hub's host answers a TCP connect within :data:`HUB_PROBE_S` (probed once per process;
+    name resolution is bounded too, by running the probe in a thread)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+    except ImportError:  # pragma: no cover - transformers and datasets bring huggingface_hub
+        return False
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_S).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(HUB_PROBE_S + 0.5)
+    return bool(ok)
+
+
+def go_offline_if_unreachable() -> bool:
+    """Before a hub id is used: with no network, switch the HF libraries to offline mode so the load fails at
+    once (one line) instead of after minutes of retries. Returns whether the hub is reachable."""
+    if hub_reachable():
+        return True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    try:  # the libraries read these at import; set the live constants too where they are already imported
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = True
+        datasets.config.HF_DATASETS_OFFLINE = True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
 def load_hub_records(dataset_id: str, split: str, config: str | None = None) -> list[dict[str, Any]]:
     """Records of a hub dataset split; offline or unknown ids fail with one line."""
+    go_offline_if_unreachable()
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a base dependency

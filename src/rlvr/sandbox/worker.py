@@ -1,6 +1,6 @@
-"""The sandbox worker process: a stdlib-only script, run as ``python -I sandbox_worker.py CONFIG_JSON``.
+"""The sandbox worker process: a stdlib-only script, run as ``python -I worker.py CONFIG_JSON``.
 
-:class:`rlvr.verifiers.sandbox.SandboxPool` starts one per slot. The worker isolates itself once (a user
+:class:`rlvr.sandbox.pool.SandboxPool` starts one per slot. The worker isolates itself once (a user
 namespace first when not root, then network, mount and pid namespaces), makes every mount read-only except a
 private ``/tmp`` and ``/dev/shm`` tmpfs, pre-imports common modules and becomes a *zygote*: for each program it
 forks a fresh child (a fork, not an interpreter start-up) that drops privileges, applies rlimits and runs the
@@ -37,7 +37,7 @@ import types
 
 def _load_isolation() -> types.ModuleType:
     # by path: putting this directory on sys.path would let it shadow stdlib modules in programs (code.py)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_isolation.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py")
     spec = importlib.util.spec_from_file_location("sandbox_isolation", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""Policy-gradient losses for GRPO and its variants, the SFT loss, and the hybrid mix.
+"""Policy-gradient losses for GRPO and its variants, and the SFT loss.
 
 Pure tensor functions. Shapes: ``N`` completions, ``T`` completion tokens (right-padded), ``V`` vocabulary,
 ``K`` tasks. Option names and semantics follow TRL's ``GRPOTrainer`` (``trl==1.16.0``; tests/test_trl_parity.py
@@ -18,33 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlvr.advantages import group_advantages, overlong_penalty, zero_std_groups
-from rlvr.logprobs import entropy_from_logits, token_logprobs
-from rlvr.loss_metrics import policy_metrics
-from rlvr.schedules import SFT_SCHEDULES, adapt_entropy_coef, hybrid_loss, sft_weight
-
-__all__ = [
-    "IMPORTANCE_LEVELS",
-    "LOSS_TYPES",
-    "SFT_SCHEDULES",
-    "PolicyLossConfig",
-    "adapt_entropy_coef",
-    "batch_totals",
-    "clipped_surrogate",
-    "entropy_from_logits",
-    "group_advantages",
-    "high_entropy_mask",
-    "hybrid_loss",
-    "k3_kl",
-    "off_policy_keep",
-    "overlong_penalty",
-    "policy_loss",
-    "sft_loss",
-    "sft_weight",
-    "tis_weights",
-    "token_logprobs",
-    "zero_std_groups",
-]
+from rlvr.algo.loss_metrics import policy_metrics
 
 
 # ------------------------------------------------------------------ importance weights and per-token terms
@@ -365,19 +339,13 @@ def policy_loss(
     return loss, metrics
 
 
-def sft_loss(
-    logp: Tensor, mask: Tensor, target_ids: Tensor | None = None, total_tokens: float | None = None
-) -> Tensor:
+def sft_loss(logp: Tensor, mask: Tensor, total_tokens: float | None = None) -> Tensor:
     """Token-level cross-entropy (scalar): -sum(log p(target) * mask) / total_tokens.
 
-    logp: [N, T] log-probs of the target tokens, or logits [N, T, V] aligned with ``target_ids`` [N, T].
-    mask: [N, T], 1 on target tokens. total_tokens: the whole batch's target-token count when this call is
-    one micro-batch (None: this call's), so micro-batch losses sum to the batch loss.
+    logp: [N, T] log-probs of the target tokens. mask: [N, T], 1 on target tokens. total_tokens: the whole
+    batch's target-token count when this call is one micro-batch (None: this call's), so micro-batch losses
+    sum to the batch loss.
     """
-    if logp.dim() == 3:
-        if target_ids is None:
-            raise ValueError("sft_loss got logits [N, T, V]: pass target_ids [N, T]")
-        logp = token_logprobs(logp, target_ids)
     valid = mask > 0
     denom = total_tokens if total_tokens is not None else valid.sum().clamp(min=1)
     return -logp.masked_fill(~valid, 0.0).sum() / denom

@@ -1,9 +1,9 @@
 """Text-to-SQL task: questions over SQLite databases, rewarded by executing the answer query.
 
 Sources: ``"generated"`` (offline default; seeded small databases and template questions, see
-:mod:`rlvr.tasks.sql_gen`) or ``"spider"`` (a local Spider directory). The prompt shows the database schema
+:mod:`rlvr.domains.sql.generator`) or ``"spider"`` (a local Spider directory). The prompt shows the database schema
 as its CREATE TABLE statements and asks for one query in a ```sql block inside the answer tags; the
-verifier is :func:`rlvr.verifiers.sql.score_sql`.
+verifier is :func:`rlvr.domains.sql.verify.score_sql`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlvr.tasks.base import DataError, Example
-from rlvr.tasks.sources import read_json_records, require_fields
-from rlvr.tasks.sql_gen import fill, make_database, make_question, settings_hash, write_database
-from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT, format_answer
-from rlvr.verifiers.sql import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, SQL_COMPONENTS, score_sql
+from rlvr.domains.base import DataError, Example, Judgement, merge_weights, spread
+from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT, format_answer
+from rlvr.domains.sources import cache_root, read_json_records, require_fields
+from rlvr.domains.sql.generator import fill, make_database, make_question, settings_hash, write_database
+from rlvr.domains.sql.verify import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, SQL_COMPONENTS, judge_sql
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,6 @@ def load_spider(root: str | os.PathLike, file: str) -> tuple[list[dict[str, Any]
     return kept, missing
 
 
-def _spread(items: list[Any], n: int | None) -> list[Any]:
-    """``n`` items evenly spaced over ``items`` (all when ``n`` is None or not smaller)."""
-    if n is None or n >= len(items):
-        return items
-    return [items[i * len(items) // n] for i in range(n)]
-
-
 # ---------------------------------------------------------------------------------------------------- task
 
 
@@ -155,12 +148,12 @@ class SqlTask:
         num_val_databases: generated databases behind the val questions (disjoint from train's).
         difficulty: highest generated template level: 1 single-table filters and counts, 2 adds
             aggregates, ORDER BY + LIMIT and GROUP BY, 3 adds two-table joins.
-        cache_dir: folder for generated databases (default ``$XDG_CACHE_HOME/rlvr/sql`` or
-            ``~/.cache/rlvr/sql``); each setting gets a sub-folder named by its hash.
+        cache_dir: folder for generated databases (default ``<rlvr cache>/sql``, see
+            :func:`rlvr.domains.sources.cache_root`); each setting gets a sub-folder named by its hash.
         sample_rows: rows per table shown under each CREATE TABLE statement (0 = schema only).
         val_every: Spider without ``train_spider.json``: every ``val_every``-th dev question is val.
         system_prompt: system message; empty = none.
-        weights: component -> weight in the total reward (default :data:`SQL_WEIGHTS`).
+        weights: component -> weight in the total reward, merged over :data:`SQL_WEIGHTS`.
         timeout_s: wall-time limit of one query execution, seconds.
         max_rows: result rows above which a query's verdict is ``too_many_rows``.
     """
@@ -201,23 +194,17 @@ class SqlTask:
             raise ValueError(
                 "SqlTask needs sample_rows >= 0, val_every >= 2, timeout_s > 0 and max_rows >= 1"
             )
-        unknown = set(weights or {}) - set(SQL_COMPONENTS)
-        if unknown:
-            raise ValueError(
-                f"SqlTask weights name unknown components {sorted(unknown)}; known: {SQL_COMPONENTS}"
-            )
         self.source = source
         self.path = Path(path).expanduser() if path is not None else None
         self.seed = seed
         self.num = {"train": num_train, "val": num_val}
         self.num_databases = {"train": num_databases, "val": num_val_databases}
         self.difficulty = difficulty
-        default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rlvr" / "sql"
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "sql"
         self.sample_rows = sample_rows
         self.val_every = val_every
         self.system_prompt = system_prompt
-        self.weights = dict(SQL_WEIGHTS if weights is None else weights)
+        self.weights = merge_weights("sql", SQL_WEIGHTS, weights, SQL_COMPONENTS)
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         #: Spider question file -> number of its questions skipped because their database is missing
@@ -235,8 +222,17 @@ class SqlTask:
         return self._cache[split]
 
     def score(self, completion: str, reference: Mapping[str, Any]) -> dict[str, float]:
-        """Components of :data:`SQL_COMPONENTS`; never raises (see :func:`rlvr.verifiers.sql.judge_sql`)."""
-        return score_sql(completion, reference, timeout_s=self.timeout_s, max_rows=self.max_rows)
+        """Components of :data:`SQL_COMPONENTS`; never raises (see :func:`rlvr.domains.sql.verify.judge_sql`)."""
+        return self.judge(completion, reference).components
+
+    def judge(self, completion: str, reference: Mapping[str, Any]) -> Judgement:
+        """Components, verdict and the extracted query (see :func:`rlvr.domains.sql.verify.judge_sql`)."""
+        return judge_sql(completion, reference, timeout_s=self.timeout_s, max_rows=self.max_rows)
+
+    def check_reference(self, reference: Mapping[str, Any]) -> str | None:
+        """Why ``reference`` cannot be scored (one line), or ``None``."""
+        missing = [k for k in ("db_path", "gold_sql") if not isinstance(reference.get(k), str)]
+        return f"sql needs string field(s) {missing}" if missing else None
 
     # ------------------------------------------------------------------------------------------- sources
 
@@ -265,7 +261,7 @@ class SqlTask:
                 in_val = split == "val"
                 records = [r for p, r in enumerate(records) if (p % self.val_every == 0) == in_val]
         stem = "train" if split == "train" and has_train else "dev"
-        return [self._spider_example(r, stem) for r in _spread(records, self.num[split])]
+        return [self._spider_example(r, stem) for r in spread(records, self.num[split])]
 
     def _spider_example(self, rec: dict[str, Any], stem: str) -> Example:
         db_path, sql = rec["db_path"], rec["query"].strip()

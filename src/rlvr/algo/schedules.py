@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from torch import Tensor
-
-__all__ = ["SFT_SCHEDULES", "adapt_entropy_coef", "hybrid_loss", "sft_weight"]
+__all__ = ["SFT_SCHEDULES", "adapt_entropy_coef", "sft_weight"]
 
 
 def _constant(step: int, total: int, start: float, end: float, switch: int) -> float:
@@ -42,13 +40,6 @@ def sft_weight(
     if schedule not in SFT_SCHEDULES:
         raise ValueError(f"schedule={schedule!r}: choose one of {sorted(SFT_SCHEDULES)}")
     return SFT_SCHEDULES[schedule](step, total_steps, start, end, switch_step)
-
-
-def hybrid_loss(sft: Tensor, pg: Tensor, lam: float) -> Tensor:
-    """lam * sft + (1 - lam) * pg, lam in [0, 1] (scalars)."""
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam={lam} must be in [0, 1]")
-    return lam * sft + (1.0 - lam) * pg
 
 
 def adapt_entropy_coef(

@@ -1,4 +1,4 @@
-"""GSM8K and MATH-500 as benchmarks, scored by the math verifier (:mod:`rlvr.verifiers.math`).
+"""GSM8K and MATH-500 as benchmarks, scored by the math verifier (:mod:`rlvr.domains.math.verify`).
 
 Prompts are the math task's (system prompt asking for ``<reasoning>``/``<answer>``, then the question).
 The verifier finds the final answer in the last ``<answer>`` block, else the last ``\\boxed{}``, else the
@@ -16,14 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT
+from rlvr.domains.math.task import DEFAULT_PATHS, gsm8k_examples, math500_examples
+from rlvr.domains.math.verify import answers_match, judge_math
+from rlvr.domains.sources import load_records
 from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, local_file, mean
 from rlvr.eval.store import SampleResult
-from rlvr.tasks.math import DEFAULT_PATHS, gsm8k_examples, math500_examples
-from rlvr.tasks.sources import load_records
-from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT
-from rlvr.verifiers.math import answers_match, extract_math_answer, last_number, score_math
-
-_FORMATTED = ("answer_tag", "boxed")
 
 
 def load_gsm8k(data_root: Path | None) -> Loaded:
@@ -49,24 +47,11 @@ def load_math500(data_root: Path | None) -> Loaded:
 
 
 def judge(completions: Sequence[str], items: Sequence[GenItem]) -> list[Verdict]:
-    """Verify each completion's final answer against the gold one."""
+    """Verify each completion's final answer against the gold one (verdicts of the math domain)."""
     out = []
     for text, item in zip(completions, items):
-        gold = str(item.example.reference["answer"])
-        correct = score_math(text, item.example.reference)["correctness"] > 0
-        answer, path = extract_math_answer(text)
-        fallback = last_number(text)
-        detail = {
-            "answer": None if answer is None else answer[:100], "path": path, "gold": gold,
-            "formatted": path in _FORMATTED, "fallback_correct": fallback is not None and answers_match(fallback, gold),
-        }  # fmt: skip
-        if correct:
-            category = "correct"
-        elif path == "none":
-            category = "no_answer"
-        else:  # a wrong answer the model did not even put in the format is first a format failure
-            category = "wrong_answer" if path in _FORMATTED else "format_error"
-        out.append(Verdict(float(correct), category, detail))
+        j = judge_math(text, item.example.reference)
+        out.append(Verdict(j.components["correctness"], j.verdict, j.detail))
     return out
 
 

@@ -22,11 +22,11 @@ import re
 import secrets
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from rlvr.verifiers.format import extract_answer, extract_fenced, soft_format, strict_format
-from rlvr.verifiers.sandbox import Limits, Result, SandboxPool, run_programs
+from rlvr.domains.base import CORRECT, Judgement
+from rlvr.domains.format import extract_answer, extract_fenced, soft_format, strict_format
+from rlvr.sandbox.pool import Limits, Result, SandboxPool, run_programs
 
 CODE_COMPONENTS = (
     "strict_format",
@@ -36,7 +36,13 @@ CODE_COMPONENTS = (
     "tests_passed_fraction",
     "all_tests_pass",
 )
-VERDICTS = ("no_code", "syntax_error", "runtime_error", "timeout", "wrong_answer", "passed", "sandbox_error")
+#: verdicts of :func:`judge_code_batch` (``sandbox_error``: the sandbox failed, not the completion)
+VERDICTS = ("no_code", "syntax_error", "runtime_error", "timeout", "wrong_answer", CORRECT, "sandbox_error")
+#: verdict -> outcome category of the cross-benchmark error analysis (:data:`rlvr.eval.store.CATEGORIES`)
+CATEGORY_OF_VERDICT = {
+    CORRECT: "correct", "wrong_answer": "wrong_answer", "no_code": "no_answer", "syntax_error": "syntax_error",
+    "runtime_error": "runtime_error", "timeout": "timeout", "sandbox_error": "runtime_error",
+}  # fmt: skip
 MAX_CODE_CHARS = 100_000  # longer "code" is not a solution; compiling it would only cost the trainer time
 
 # Builtins are reached through the module so that a candidate defining e.g. its own `compile` does not
@@ -72,26 +78,6 @@ for _rlvr_i, _rlvr_src in _rlvr_b.enumerate({units!r}):
     _rlvr_run(_rlvr_i, _rlvr_src)
 _rlvr_report("END")
 """
-
-
-@dataclass(frozen=True)
-class CodeCheck:
-    """Outcome of checking one completion, for rewards and error analysis.
-
-    Attributes:
-        verdict: one of :data:`VERDICTS` (``"sandbox_error"``: the sandbox failed, not the completion).
-        passed, total: test units reported passing / units in the reference.
-        components: the reward components, keys :data:`CODE_COMPONENTS`.
-        detail: a short excerpt explaining a failure (first failing test, exception, reason).
-        duration_s: sandbox wall time (0 when nothing ran).
-    """
-
-    verdict: str
-    passed: int
-    total: int
-    components: dict[str, float]
-    detail: str = ""
-    duration_s: float = 0.0
 
 
 def extract_code(completion: str) -> str | None:
@@ -208,21 +194,25 @@ def _verdict(result: Result, outcomes: dict[int, str], complete: bool, total: in
     if result.status == "timeout":
         return "timeout", result.reason
     if complete and len(outcomes) == total and all(o == "P" for o in outcomes.values()):
-        return "passed", ""
+        return CORRECT, ""
     if "E" in outcomes.values() or not complete:
         return "runtime_error", err_tail or result.reason or "tests did not all run"
     return "wrong_answer", err_tail
 
 
-def check_code_batch(
+def judge_code_batch(
     completions: Sequence[str],
     references: Sequence[Mapping[str, Any]],
     *,
     timeout_s: float = 5.0,
     limits: Limits | None = None,
     pool: SandboxPool | None = None,
-) -> list[CodeCheck]:
-    """Check every completion; the programs that need running run concurrently in the sandbox pool."""
+) -> list[Judgement]:
+    """Judge every completion; the programs that need running run concurrently in the sandbox pool.
+
+    ``detail``: ``tests_passed`` / ``tests`` (units reported passing / units in the reference) and
+    ``duration_s`` (sandbox wall time, 0 when nothing ran); ``error`` explains a failure in one line.
+    """
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
     prepared: list[tuple[str | None, bool, int, str, str]] = []  # code, compiles, total, nonce, program
@@ -245,14 +235,17 @@ def check_code_batch(
         if code is None or not compiles:
             verdict = "no_code" if code is None else "syntax_error"
             comps = _components(completions[i], code, False, 0, total, False)
-            checks.append(CodeCheck(verdict, 0, total, comps))
+            checks.append(
+                Judgement(comps, verdict, None, {"tests_passed": 0, "tests": total, "duration_s": 0.0})
+            )
             continue
         res = results[i]
         outcomes, complete = parse_report(res.stdout, nonce, total)
         verdict, detail = _verdict(res, outcomes, complete, total)
         passed = sum(o == "P" for o in outcomes.values())
-        comps = _components(completions[i], code, True, passed, total, verdict == "passed")
-        checks.append(CodeCheck(verdict, passed, total, comps, detail, res.duration_s))
+        comps = _components(completions[i], code, True, passed, total, verdict == CORRECT)
+        facts = {"tests_passed": passed, "tests": total, "duration_s": res.duration_s}
+        checks.append(Judgement(comps, verdict, detail or None, facts))
     return checks
 
 
@@ -264,7 +257,7 @@ def score_code_batch(
     pool: SandboxPool | None = None,
 ) -> list[dict[str, float]]:
     """Reward components (keys :data:`CODE_COMPONENTS`) of each completion, run concurrently."""
-    return [c.components for c in check_code_batch(completions, references, timeout_s=timeout_s, pool=pool)]
+    return [j.components for j in judge_code_batch(completions, references, timeout_s=timeout_s, pool=pool)]
 
 
 def score_code(

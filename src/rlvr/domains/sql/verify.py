@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlvr.verifiers.format import extract_answer, extract_fenced, soft_format, strict_format
+from rlvr.domains.base import CORRECT, Judgement
+from rlvr.domains.format import extract_answer, extract_fenced, soft_format, strict_format
 
 SQL_COMPONENTS = ("strict_format", "soft_format", "sql_extracted", "sql_executes", "sql_result_match")
 
@@ -55,6 +56,11 @@ VERDICTS = tuple(
     "bad_reference no_sql too_long no_database denied multiple_statements syntax_error schema_error "
     "runtime_error timeout too_many_rows too_large gold_error wrong_result correct".split()
 )
+#: verdict -> outcome category of the cross-benchmark error analysis (:data:`rlvr.eval.store.CATEGORIES`)
+CATEGORY_OF_VERDICT = {
+    CORRECT: "correct", "wrong_result": "wrong_answer", "no_sql": "no_answer", "syntax_error": "syntax_error",
+    "timeout": "timeout",
+}  # fmt: skip
 _VERDICT_OF_ERROR = {
     "empty": "no_sql",
     "syntax": "syntax_error",
@@ -396,61 +402,48 @@ def extract_sql(completion: str) -> str | None:
     return fenced or None
 
 
-@dataclass(frozen=True)
-class SqlVerdict:
-    """Full outcome of scoring one completion.
-
-    Attributes:
-        components: value of every component of :data:`SQL_COMPONENTS` (0.0 or 1.0).
-        verdict: one of :data:`VERDICTS`.
-        sql: the extracted query, or ``None``.
-        message: the executor's error message, if any.
-    """
-
-    components: dict[str, float]
-    verdict: str
-    sql: str | None = None
-    message: str = ""
-
-
 def judge_sql(
     completion: str,
     reference: Mapping[str, Any],
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_rows: int = DEFAULT_MAX_ROWS,
-) -> SqlVerdict:
+) -> Judgement:
     """Score ``completion`` against ``reference`` (``db_path``, ``gold_sql``) and say why; never raises.
 
     ``sql_executes`` is 1.0 when the extracted query runs (an empty result counts), ``sql_result_match``
     when its result equals the gold result (see :func:`results_match`). A gold query that fails gives the
-    verdict ``"gold_error"`` and no match.
+    verdict ``"gold_error"`` and no match. ``detail["sql"]`` is the extracted query (or ``None``).
     """
     comps = dict.fromkeys(SQL_COMPONENTS, 0.0)
     if not isinstance(completion, str):
-        return SqlVerdict(comps, "no_sql")
+        return _verdict(comps, "no_sql")
     comps["strict_format"] = strict_format(completion)
     comps["soft_format"] = soft_format(completion)
     db_path, gold_sql = reference.get("db_path"), reference.get("gold_sql")
     if not isinstance(db_path, (str, os.PathLike)) or not isinstance(gold_sql, str):
-        return SqlVerdict(comps, "bad_reference", message="reference needs str 'db_path' and 'gold_sql'")
+        return _verdict(comps, "bad_reference", message="reference needs str 'db_path' and 'gold_sql'")
     sql = extract_sql(completion)
     if sql is None:
-        return SqlVerdict(comps, "no_sql")
+        return _verdict(comps, "no_sql")
     comps["sql_extracted"] = 1.0
     pred = execute_sql(db_path, sql, timeout_s=timeout_s, max_rows=max_rows)
     if not pred.ok:
-        return SqlVerdict(comps, _VERDICT_OF_ERROR.get(pred.error, pred.error), sql, pred.message)
+        return _verdict(comps, _VERDICT_OF_ERROR.get(pred.error, pred.error), sql, pred.message)
     comps["sql_executes"] = 1.0
     gold = gold_result(db_path, gold_sql, timeout_s=timeout_s, max_rows=max_rows)
     if not gold.result.ok:
-        return SqlVerdict(
+        return _verdict(
             comps, "gold_error", sql, f"gold query failed ({gold.result.error}): {gold.result.message}"
         )
     if not results_match(pred.rows, gold.result.rows, ordered=gold.ordered):
-        return SqlVerdict(comps, "wrong_result", sql)
+        return _verdict(comps, "wrong_result", sql, "result set differs from the gold query's")
     comps["sql_result_match"] = 1.0
-    return SqlVerdict(comps, "correct", sql)
+    return _verdict(comps, CORRECT, sql)
+
+
+def _verdict(comps: dict[str, float], verdict: str, sql: str | None = None, message: str = "") -> Judgement:
+    return Judgement(comps, verdict, message or None, {"sql": sql})
 
 
 def score_sql(

@@ -1,4 +1,4 @@
-"""Isolation for the sandbox worker (stdlib only; loaded by path by :mod:`sandbox_worker`, never by ``rlvr``).
+"""Isolation for the sandbox worker (stdlib only; loaded by path by :mod:`rlvr.sandbox.worker`, never by ``rlvr``).
 
 Once per worker, :func:`isolate` enters new namespaces and locks the filesystem down; per program, the forked
 child calls :func:`set_limits` and :func:`drop_privileges`. All system calls go through ``ctypes`` because

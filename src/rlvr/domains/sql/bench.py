@@ -1,6 +1,6 @@
 """Spider dev as a benchmark: execution accuracy on the real SQLite databases.
 
-Prompts and scoring are the SQL task's (:mod:`rlvr.tasks.sql`, :func:`rlvr.verifiers.sql.judge_sql`).
+Prompts and scoring are the SQL task's (:mod:`rlvr.domains.sql.task`, :func:`rlvr.domains.sql.verify.judge_sql`).
 Questions whose database file is missing (``wta_1`` in shared/data) are skipped and counted. Spider needs
 ``--data-root``: the hub carries the questions but not the databases a query must run on.
 """
@@ -10,18 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlvr.domains.base import DataError, Example
+from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT
+from rlvr.domains.sql.task import build_messages, load_spider, schema_text
+from rlvr.domains.sql.verify import CATEGORY_OF_VERDICT, extract_sql, judge_sql
 from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, local_file, mean
 from rlvr.eval.store import SampleResult
-from rlvr.tasks.base import DataError, Example
-from rlvr.tasks.sql import build_messages, load_spider, schema_text
-from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT
-from rlvr.verifiers.sql import extract_sql, judge_sql
-
-#: judge_sql verdicts -> outcome categories of the error analysis
-_CATEGORY = {
-    "correct": "correct", "wrong_result": "wrong_answer", "no_sql": "no_answer", "syntax_error": "syntax_error",
-    "timeout": "timeout",
-}  # fmt: skip
 
 
 def load(data_root: Path | None) -> Loaded:
@@ -55,12 +49,12 @@ def judge(completions: Sequence[str], items: Sequence[GenItem]) -> list[Verdict]
     """Execute each completion's query and compare result sets with the gold query's."""
     out = []
     for text, item in zip(completions, items):
-        v = judge_sql(text, item.example.reference)
-        category = _CATEGORY.get(v.verdict, "sql_error")  # schema/runtime/denied/too_many_rows...: SQL errors
-        detail = {"verdict": v.verdict, "sql": v.sql, "db_id": item.example.meta.get("db_id")}
-        if v.message:
-            detail["message"] = v.message[:200]
-        out.append(Verdict(float(v.verdict == "correct"), category, detail))
+        j = judge_sql(text, item.example.reference)
+        category = CATEGORY_OF_VERDICT.get(j.verdict, "sql_error")  # schema/runtime/denied/too_many_rows...
+        detail = {"verdict": j.verdict, "sql": j.detail.get("sql"), "db_id": item.example.meta.get("db_id")}
+        if j.error:
+            detail["message"] = j.error[:200]
+        out.append(Verdict(j.components["sql_result_match"], category, detail))
     return out
 
 

