@@ -15,7 +15,8 @@ ADAPTER  ?=
 BENCH    ?= gsm8k,math500,humaneval,mbpp,spider,arc_challenge,hellaswag
 LIMIT    ?=
 DATA     ?= $(wildcard ../shared/data)
-EVAL_OUT ?= $(LOGDIR)/eval/$(notdir $(patsubst %/,%,$(or $(ADAPTER),$(MODEL))))
+EVAL_OUT ?=
+OVERWRITE ?=
 RUNS     ?= $(wildcard $(LOGDIR)/eval/*)
 
 # passive OpenMP waiting: spinning threads slow small CPU ops ~7x when anything else runs (rlvr/__init__.py)
@@ -55,10 +56,13 @@ bench: $(STAMP) ## speed benchmarks (ratios against references measured in the s
 	$(PY) benchmarks/bench_sql.py
 	$(PY) benchmarks/bench_rollout.py
 
-eval: $(STAMP) ## evaluate: make eval MODEL=dir|hub-id [ADAPTER=dir] [BENCH=gsm8k,mbpp] [LIMIT=50] [DATA=dir]
+# results go to $(LOGDIR)/eval/<run name> (runs/math/version_3/export -> math-version_3, Qwen/X -> X) unless
+# EVAL_OUT=dir is given; an earlier result there is kept unless OVERWRITE=1
+eval: $(STAMP) ## evaluate: make eval MODEL=dir|hub-id [ADAPTER=dir] [BENCH=..] [LIMIT=50] [DATA=dir] [EVAL_OUT=dir] [OVERWRITE=1]
 	@test -n "$(MODEL)" || { echo "make eval needs MODEL=<checkpoint dir or hub id>"; exit 2; }
 	$(PY) -m rlvr evaluate --model $(MODEL) $(if $(ADAPTER),--adapter $(ADAPTER)) --benchmarks $(BENCH) \
-		$(if $(LIMIT),--limit $(LIMIT)) $(if $(DATA),--data-root $(DATA)) --out $(EVAL_OUT) $(ARGS)
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(DATA),--data-root $(DATA)) \
+		$(if $(EVAL_OUT),--out $(EVAL_OUT),--out-root $(LOGDIR)/eval) $(if $(filter 1,$(OVERWRITE)),--overwrite) $(ARGS)
 
 report: $(STAMP) ## markdown + PNG report of result dirs: make report [RUNS="runs/eval/a runs/eval/b"]
 	@test -n "$(RUNS)" || { echo "no result dirs in $(LOGDIR)/eval: run make eval first or pass RUNS=\"dir ...\""; exit 2; }
@@ -67,5 +71,10 @@ report: $(STAMP) ## markdown + PNG report of result dirs: make report [RUNS="run
 tb: $(STAMP) ## TensorBoard on $(LOGDIR)
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
 
-clean: ## remove logs and caches (keeps .venv)
+clean: ## remove logs and tool caches (keeps .venv and the rlvr cache: make clean-cache)
 	rm -rf $(LOGDIR) lightning_logs .pytest_cache .ruff_cache
+
+.PHONY: clean-cache
+clean-cache: $(STAMP) ## remove the rlvr cache (built databases, tiny model): RLVR_CACHE, else ~/.cache/rlvr
+	@dir="$$($(PY) -c 'from rlvr.domains.sources import cache_root; print(cache_root())')" && \
+		test -n "$$dir" && test "$$dir" != / && echo "rm -rf $$dir" && rm -rf -- "$$dir"

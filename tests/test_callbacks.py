@@ -44,3 +44,16 @@ def test_stage_switch_on_metric_or_at_the_latest_step():
     module2 = Module(stage_sft_weight=None)
     late.on_train_batch_start(SimpleNamespace(global_step=5, callback_metrics={}), module2, None, 0)
     assert late.switched_at == 5 and module2.stage_sft_weight == 0.0
+
+
+def test_progress_line_shows_only_the_current_stage():
+    from callbacks.progress import ProgressLog
+
+    sft = ProgressLog.format_line(3, 10, {"train/sft_weight": 1.0, "train/sft_loss": 1.25, "reward/total": 9.0}, 0.5)
+    assert sft == "step 3/10 | sft | sft_loss 1.250 | 0.50 s/step"
+    rl = ProgressLog.format_line(
+        8, 10, {"train/sft_weight": 0.0, "reward/total": 1.5, "train/kl": 0.01, "accuracy/math": 0.25,
+                "train/sft_loss": 2.0}, None,
+    )  # fmt: skip
+    assert rl == "step 8/10 | rl | reward 1.500 | kl 0.010 | acc/math 0.25"  # no stale sft_loss
+    assert ProgressLog.format_line(1, -1, {"train/sft_weight": 0.5}, None) == "step 1/? | hybrid λ=0.50"

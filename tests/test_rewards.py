@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from rlvr.rewards import assemble, component_columns, score_async
+from rlvr.rewards import add_component, assemble, component_columns, score_async
 
 
 @dataclass
@@ -82,3 +82,18 @@ def test_score_async_keeps_sample_order_across_tasks():
 def test_unknown_task_is_named():
     with ThreadPoolExecutor(1) as pool, pytest.raises(KeyError, match="code"):
         score_async(pool, TASKS, ["code"], ["x"], [{}])
+
+
+def test_overlong_component_joins_the_total_and_the_logs():
+    rb = assemble(
+        TASKS, ["math", "sql"], [{"strict_format": 1.0, "correctness": 1.0}, {"strict_format": 1.0, "sql_result_match": 0.0}]
+    )
+    out = add_component(rb, "overlong", torch.tensor([0.0, -0.5]), weight=2.0)
+    assert out.names[-1] == "overlong" and out.mask[:, -1].all()
+    # math 2.5 + 2*0 ; sql 1.0 + 2*(-0.5) = 0
+    assert out.total.tolist() == pytest.approx([2.5, 0.0])
+    assert out.total.tolist() == pytest.approx((out.values * out.weights).sum(-1).tolist())  # total == Σ w·c
+    means = out.means()
+    assert means["reward/sql/overlong"] == -0.5 and means["reward/math/overlong"] == 0.0
+    # normalised by each task's maximum (sum of positive weights): math 2.5 / 2.5, sql 0 / 4
+    assert means["reward/math/normalised"] == pytest.approx(1.0) and means["reward/sql/normalised"] == 0.0

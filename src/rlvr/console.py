@@ -1,7 +1,7 @@
 """What a run prints: dependency noise filtered out, hub access that fails fast when there is no network.
 
 :func:`quiet` is called once by the CLI before anything is built. It removes messages that tell a user
-nothing about their run (Lightning's product tips, its "modules in eval mode" warning — the frozen reference
+nothing about their run (Lightning's product tips and seed notice, its "modules in eval mode" warning — the frozen reference
 policy is in eval mode on purpose —, transformers' deprecation and weight-loading progress bars) and
 SyntaxWarnings raised while compiling candidate programs, which are the model's text, not our code.
 """
@@ -21,9 +21,9 @@ _IGNORED_WARNINGS = (
 )
 
 
-class _DropTips(logging.Filter):
+class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("💡 Tip")
+        return not str(record.getMessage()).startswith(("💡 Tip", "Seed set to"))
 
 
 def quiet() -> None:
@@ -34,10 +34,11 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=SyntaxWarning)  # from compiling candidate code
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.seed"):  # fmt: skip
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropTips) for f in logger.filters):
-            logger.addFilter(_DropTips())
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
     try:
         from transformers.utils import logging as hf_logging
 

@@ -202,6 +202,13 @@ class Experience:
         ]
 
 
+def split_evenly(items: list, parts: int) -> list[list]:
+    """``items`` in at most ``parts`` consecutive chunks of near-equal size (the rollout's prompt chunks)."""
+    k = max(1, min(parts, len(items)))
+    size = -(-len(items) // k)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def task_index(tasks: Sequence[str], names: Sequence[str]) -> Tensor:
     """[N] long position of each sample's task in ``names``."""
     pos = {n: i for i, n in enumerate(names)}

@@ -250,3 +250,11 @@ def build_policy(name_or_path: str, tiny, corpus: list[str] | None, *, dtype: st
     elif frozen_reference:
         reference = load_causal_lm(path, dtype=dtype).eval().requires_grad_(False)
     return tokenizer, model, reference
+
+
+def adamw_with_warmup(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int):
+    """AdamW over the trainable parameters and a linear warm-up to ``lr`` over ``warmup_steps`` steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warm = max(1, warmup_steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))

@@ -20,14 +20,27 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rlvr.algo.advantages import group_advantages, overlong_penalty
 from rlvr.algo.losses import PolicyLossConfig, batch_totals, policy_loss, sft_loss
-from rlvr.algo.schedules import SFT_SCHEDULES, adapt_entropy_coef, sft_weight
+from rlvr.algo.schedules import SFT_SCHEDULES, adapt_entropy_coef
 from rlvr.domains.base import Example
-from rlvr.experience import Experience, concat_rewards, concat_rollouts, sample_batch, task_index
-from rlvr.models import TINY, build_policy
+from rlvr.experience import (
+    Experience,
+    concat_rewards,
+    concat_rollouts,
+    sample_batch,
+    split_evenly,
+    task_index,
+)
+from rlvr.models import TINY, adamw_with_warmup, build_policy
 from rlvr.rewards import RewardBatch, add_component, score_async
 from rlvr.rollout import build_engine
 from rlvr.rollout.base import Rollout, SamplingParams
-from rlvr.sequences import completion_logprobs, encode_prompts, encode_solutions, pad_pairs
+from rlvr.sequences import (
+    completion_logprobs,
+    encode_prompts,
+    reference_logprobs,
+    rollout_logprobs,
+    sft_micro_batches,
+)
 from rlvr.settings import (
     DapoSettings,
     EntropyControl,
@@ -37,6 +50,7 @@ from rlvr.settings import (
     RolloutSettings,
     TinyModelSettings,
 )
+from rlvr.stages import StageControl
 from rlvr.train_logging import StepLogger, reduce_metrics
 
 
@@ -147,8 +161,7 @@ class RLVRModule(L.LightningModule):
         self.step_log = StepLogger(self, log_samples_every_n_steps, truncation_warn_frac)
         self.policy = self.ref_policy = self.tokenizer = self.engine = None
         self.tasks: dict = {}
-        self.stage_sft_weight: float | None = None  # see override_sft_weight
-        self._prev_lam: float | None = None
+        self.stages = StageControl(hybrid)
     # fmt: on
 
     # ---------------------------------------------------------------- setup
@@ -170,10 +183,7 @@ class RLVRModule(L.LightningModule):
         self.step_log.setup_metrics(self.tasks)
 
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        warm = max(1, self.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        opt, sched = adamw_with_warmup(self.policy, self.lr, self.weight_decay, self.warmup_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -181,10 +191,9 @@ class RLVRModule(L.LightningModule):
 
     # ---------------------------------------------------------------- the step
     def training_step(self, batch: list[Example], batch_idx: int) -> None:
-        lam = self.sft_weight()
-        if self._prev_lam is not None and self._prev_lam >= 1.0 > lam:
+        lam = self.stages.weight(self.global_step, self.trainer.max_steps)
+        if self.stages.enters_rl(lam):
             self.start_rl_stage()
-        self._prev_lam = lam
         if lam >= 1.0:  # SFT stage: no generation at all
             metrics = {"train/sft_loss": self.sft_backward(batch, weight=1.0)}
             self.optimizer_step_guarded(metrics, lam)
@@ -195,15 +204,13 @@ class RLVRModule(L.LightningModule):
             for rows in exp.minibatches(self.steps_per_generation):
                 step_metrics = dict(metrics)
                 prompts = sorted(set(exp.prompt_index[rows].tolist()))
-                if lam > 0:
-                    step_metrics["train/sft_loss"] = self.sft_backward(
-                        [exp.examples[i] for i in prompts], lam
-                    )
+                if lam > 0:  # the hybrid term on the gold solutions of this mini-batch's prompts
+                    step_metrics["train/sft_loss"] = self.sft_backward([exp.examples[i] for i in prompts], lam)  # fmt: skip
                 t = time.perf_counter()
                 step_metrics.update(self.policy_backward(exp, rows, weight=1.0 - lam))
                 step_metrics["timing_s/update"] = time.perf_counter() - t
                 self.optimizer_step_guarded(step_metrics, lam)
-        self.adapt_entropy_coef(metrics)
+        self.adapt_entropy_coef(step_metrics)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # Reaching max_steps through should_stop makes Lightning validate before it stops, so every run
@@ -221,23 +228,13 @@ class RLVRModule(L.LightningModule):
             for group in opt.param_groups:
                 group["lr"] = self.hybrid.rl_lr
             sched.base_lrs = [self.hybrid.rl_lr] * len(opt.param_groups)
-        rank_zero_info(
-            f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})"
-        )
+        rank_zero_info(f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})")  # fmt: skip
 
     def override_sft_weight(self, lam: float | None) -> None:
         """Force λ from the next step on (a stage controller such as ``callbacks.StageSwitch``: 1 = SFT,
         0 = RL); ``None`` hands λ back to the ``hybrid`` schedule."""
         _check(lam is None or 0.0 <= lam <= 1.0, f"sft weight {lam} must be in [0, 1]")
-        self.stage_sft_weight = lam
-
-    def sft_weight(self) -> float:
-        """λ of this step: the override if one is set (see :meth:`override_sft_weight`), else the schedule."""
-        if self.stage_sft_weight is not None:
-            return self.stage_sft_weight
-        h, total = self.hybrid, self._total_steps()
-        switch = h.switch_step if h.switch_fraction is None else round(h.switch_fraction * total)
-        return sft_weight(h.schedule, self.global_step, total, h.start, h.end, switch)
+        self.stages.override = lam
 
     def collect(self, batch: list[Example], metrics: dict) -> Experience:
         """Rollout -> verifiers -> advantages, with DAPO dynamic sampling when enabled."""
@@ -258,7 +255,7 @@ class RLVRModule(L.LightningModule):
             loss_mask[rollout.truncated] = 0.0
         exp = Experience(examples, rollout, rb, adv, loss_mask, task_ids, names, rollout.group_ids.clone())
         if self.num_iterations > 1 or self.steps_per_generation > 1:
-            exp.old_logp = self.stored_logprobs(exp)  # π_old is fixed before the first update
+            exp.old_logp = rollout_logprobs(self.policy, exp, self.micro_batch_size, self.device, self.sampling.temperature)  # fmt: skip
         self.step_log.rollout(examples, rollout, rb, metrics)
         return exp
 
@@ -267,7 +264,7 @@ class RLVRModule(L.LightningModule):
         verifiers run while the next chunk is generated. DAPO's overlong penalty joins as a reward component."""
         parts, waits = [], []
         t0 = time.perf_counter()
-        for chunk in _split(examples, self.rollout_chunks):
+        for chunk in split_evenly(examples, self.rollout_chunks):
             prompts = encode_prompts(self.tokenizer, chunk, self.max_prompt_tokens)
             r = self.engine.generate(prompts, self.G, self.sampling)
             refs = [ex for ex in chunk for _ in range(self.G)]
@@ -279,9 +276,7 @@ class RLVRModule(L.LightningModule):
         rollout.group_ids = rollout.group_ids.cpu()
         rb = concat_rewards([w() for w in waits])
         if self.dapo.overlong_buffer > 0:
-            pen = overlong_penalty(
-                rollout.lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer
-            )
+            pen = overlong_penalty(rollout.lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer)  # fmt: skip
             rb = add_component(rb, "overlong", pen, self.dapo.overlong_penalty_factor)
         metrics["timing_s/generate"] += t1 - t0
         metrics["timing_s/score"] += time.perf_counter() - t1
@@ -289,15 +284,10 @@ class RLVRModule(L.LightningModule):
 
     def sft_backward(self, batch: list[Example], weight: float) -> float:
         """Token-level cross-entropy on the gold solutions, backward scaled by ``weight``; returns the loss."""
-        prompts = encode_prompts(self.tokenizer, batch, self.max_prompt_tokens)
-        targets = encode_solutions(self.tokenizer, batch, self.sampling.max_new_tokens)
-        total_tokens = float(sum(len(t) for t in targets))
         value = 0.0
-        for lo in range(0, len(batch), self.micro_batch_size):
-            sl = slice(lo, lo + self.micro_batch_size)
-            p_ids, p_mask, c_ids, c_mask = (
-                x.to(self.device) for x in pad_pairs(prompts[sl], targets[sl], self.tokenizer.pad_token_id)
-            )
+        for seqs, total_tokens in sft_micro_batches(self.tokenizer, batch, self.max_prompt_tokens,
+                                                    self.sampling.max_new_tokens, self.micro_batch_size):  # fmt: skip
+            p_ids, p_mask, c_ids, c_mask = (x.to(self.device) for x in seqs)
             logp, _ = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask)
             loss = sft_loss(logp, c_mask, total_tokens=total_tokens)
             self.manual_backward(weight * loss)
@@ -314,7 +304,7 @@ class RLVRModule(L.LightningModule):
             mb = exp.micro_batch(rows_mb, self.device)
             logp, entropy = completion_logprobs(self.policy, *mb.sequences, temp, with_entropy=True,
                                                 keep_mask=mb.keep_mask)  # fmt: skip
-            ref_logp = self.reference_logprobs(mb) if cfg.beta > 0 else None
+            ref_logp = reference_logprobs(self.policy, self.ref_policy, mb, temp) if cfg.beta > 0 else None
             old = mb.old_logp if mb.old_logp is not None else logp.detach()
             loss, m = policy_loss(
                 logp, old, mb.advantages, mb.loss_mask, cfg, ref_logp=ref_logp, entropy=entropy,
@@ -326,26 +316,6 @@ class RLVRModule(L.LightningModule):
             self.manual_backward(weight * loss)
             parts.append((rows_mb, {**m, "pg_loss": loss.detach()}))
         return reduce_metrics(parts, exp)
-
-    @torch.no_grad()
-    def stored_logprobs(self, exp: Experience) -> torch.Tensor:
-        """π_old log-probs of the whole rollout, for several updates per rollout."""
-        out = []
-        for rows in torch.arange(len(exp.rollout.texts)).split(self.micro_batch_size):
-            mb = exp.micro_batch(rows, self.device)
-            logp, _ = completion_logprobs(self.policy, *mb.sequences, self.sampling.temperature,
-                                          keep_mask=mb.keep_mask)  # fmt: skip
-            out.append(logp)
-        return torch.cat(out).cpu()
-
-    @torch.no_grad()
-    def reference_logprobs(self, mb) -> torch.Tensor:
-        """Log-probs under the reference policy: the base with adapters disabled, or the frozen copy."""
-        temp = self.sampling.temperature
-        if self.ref_policy is not None:
-            return completion_logprobs(self.ref_policy, *mb.sequences, temp, keep_mask=mb.keep_mask)[0]
-        with self.policy.disable_adapter():
-            return completion_logprobs(self.policy, *mb.sequences, temp, keep_mask=mb.keep_mask)[0]
 
     def optimizer_step_guarded(self, metrics: dict, lam: float) -> None:
         """Clip and step, unless the loss or gradient is non-finite (then skip, count and warn); log."""
@@ -367,9 +337,7 @@ class RLVRModule(L.LightningModule):
             self.engine.update_weights(self.policy)  # the next rollout samples from the new weights
         metrics.update({"train/grad_norm": float(norm), "train/skipped_steps": float(self.step_log.skipped),
                         "train/sft_weight": lam})  # fmt: skip
-        metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get(
-            "train/pg_loss", 0.0
-        )
+        metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get("train/pg_loss", 0.0)  # fmt: skip
         self.step_log.scalars(metrics, step)
 
     def adapt_entropy_coef(self, metrics: dict) -> None:
@@ -379,10 +347,6 @@ class RLVRModule(L.LightningModule):
         coef = adapt_entropy_coef(self.loss_cfg.entropy_coef, metrics["train/entropy"], ec.target, ec.lr, 0.0,
                                   ec.max_coef)  # fmt: skip
         self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=coef)
-
-    def _total_steps(self) -> int:
-        steps = self.trainer.max_steps if self.trainer is not None else -1
-        return steps if steps and steps > 0 else max(1, self.hybrid.switch_step)
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: list[Example], batch_idx: int) -> None:
@@ -394,19 +358,15 @@ class RLVRModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rlvr_entropy_coef"] = self.loss_cfg.entropy_coef  # adaptive γ is state
+        checkpoint["rlvr_stages"] = self.stages.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rlvr_entropy_coef" in checkpoint:
             self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=checkpoint["rlvr_entropy_coef"])
+        self.stages.load_state_dict(checkpoint.get("rlvr_stages", {}))
 
     def teardown(self, stage: str) -> None:
         self.scoring.shutdown(wait=False, cancel_futures=True)
-
-
-def _split(items: list, parts: int) -> list[list]:
-    k = max(1, min(parts, len(items)))
-    size = -(-len(items) // k)
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _check(ok: bool, message: str) -> None:

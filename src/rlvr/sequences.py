@@ -54,6 +54,19 @@ def pad_pairs(
     return p_ids, p_mask, c_ids, c_mask
 
 
+def sft_micro_batches(
+    tokenizer, examples: Sequence[Example], max_prompt_tokens: int, max_tokens: int, micro_batch_size: int
+):
+    """SFT inputs in micro-batches: yields ``((p_ids, p_mask, c_ids, c_mask), total_tokens)``, where
+    ``total_tokens`` counts the target tokens of the whole batch (so micro-batch losses sum to its loss)."""
+    prompts = encode_prompts(tokenizer, examples, max_prompt_tokens)
+    targets = encode_solutions(tokenizer, examples, max_tokens)
+    total_tokens = float(sum(len(t) for t in targets))
+    for lo in range(0, len(examples), micro_batch_size):
+        sl = slice(lo, lo + micro_batch_size)
+        yield pad_pairs(prompts[sl], targets[sl], tokenizer.pad_token_id), total_tokens
+
+
 def completion_logprobs(
     model,
     prompt_ids: Tensor,  # [B, Lp] left-padded
@@ -80,3 +93,24 @@ def completion_logprobs(
     logp = token_logprobs(logits, completion_ids, temperature=temp, keep_mask=keep_mask)
     entropy = entropy_from_logits(logits, temperature=temp, keep_mask=keep_mask) if with_entropy else None
     return logp, entropy
+
+
+@torch.no_grad()
+def rollout_logprobs(model, exp, micro_batch_size: int, device, temperature: float) -> Tensor:
+    """Log-probs [N, T] of every completion of ``exp`` (a :class:`rlvr.experience.Experience`) under ``model``,
+    in micro-batches: π_old, fixed before the first of several updates per rollout. Returned on the CPU."""
+    out = []
+    for rows in torch.arange(len(exp.rollout.texts)).split(micro_batch_size):
+        mb = exp.micro_batch(rows, device)
+        out.append(completion_logprobs(model, *mb.sequences, temperature, keep_mask=mb.keep_mask)[0])
+    return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def reference_logprobs(policy, ref_policy, mb, temperature: float) -> Tensor:
+    """Log-probs [n, T] of a micro-batch under the reference policy: the frozen copy ``ref_policy`` when there
+    is one, else ``policy`` (a peft model) with its adapters disabled."""
+    if ref_policy is not None:
+        return completion_logprobs(ref_policy, *mb.sequences, temperature, keep_mask=mb.keep_mask)[0]
+    with policy.disable_adapter():
+        return completion_logprobs(policy, *mb.sequences, temperature, keep_mask=mb.keep_mask)[0]

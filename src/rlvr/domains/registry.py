@@ -53,14 +53,18 @@ def build_task(entry: Mapping[str, Any]) -> Any:
 
 
 def load_tasks_file(path: str | Path) -> dict[str, Any]:
-    """Tasks from a YAML file: a config with ``data.tasks`` (like ``configs/task/*.yaml``) or a bare list."""
+    """Tasks from a YAML file: a training config with ``data.tasks`` or ``data.init_args.tasks`` (like
+    ``configs/task/*.yaml``), or a bare list of ``{class_path, init_args}``."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"tasks file not found: {p}")
     doc = yaml.safe_load(p.read_text())
-    entries = doc.get("data", {}).get("tasks") if isinstance(doc, dict) else doc
+    entries = doc
+    if isinstance(doc, dict):
+        data = doc.get("data") or {}
+        entries = data.get("tasks", (data.get("init_args") or {}).get("tasks"))
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{p}: expected a list of tasks under data.tasks (or a bare YAML list)")
     tasks = [build_task(e) for e in entries]
@@ -78,3 +82,7 @@ def reward_table(tasks: Mapping[str, Any] | None = None) -> str:
             lines.append(f"| {name} | `{c}`{mark} | {float(t.weights.get(c, 0.0)):g} |")
         lines.append(f"| {name} | **max total** | {max_reward(t.weights):g} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m rlvr.domains.registry: the README's reward table
+    print(reward_table())

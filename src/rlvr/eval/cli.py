@@ -1,21 +1,26 @@
 """``rlvr evaluate``, ``rlvr compare`` and ``rlvr report``: each a ``main(argv) -> int``.
 
-    rlvr evaluate --model Qwen/Qwen2.5-0.5B-Instruct --benchmarks gsm8k,arc_challenge --limit 100 --out runs/eval/base
-    rlvr evaluate --model CKPT --adapter runs/adapter --data-root ../shared/data --n-samples 10 --out runs/eval/rl
-    rlvr evaluate --predictions preds.jsonl --data-root ../shared/data --out runs/eval/preds
+    rlvr evaluate --model Qwen/Qwen2.5-0.5B-Instruct --benchmarks gsm8k,arc_challenge --limit 100
+    rlvr evaluate --model CKPT --adapter runs/math/version_3/export --data-root ../shared/data --n-samples 10
+    rlvr evaluate --predictions preds.jsonl --data-root ../shared/data --out runs/eval/preds --overwrite
     rlvr compare runs/eval/base runs/eval/rl --out runs/eval/compare
     rlvr report runs/eval/base runs/eval/rl --out runs/eval/report
 
-Bad input (unknown benchmark, missing data files, a hub id while offline) raises ``ValueError`` /
-``DataError`` / ``ModelLoadError``; ``rlvr.cli.main`` prints it as one line and exits 2.
+Without ``--out`` a run is written to ``runs/eval/<name>`` (:func:`default_run_name`: the first two above go
+to ``runs/eval/Qwen2.5-0.5B-Instruct`` and ``runs/eval/math-version_3``); an existing result is never replaced
+unless ``--overwrite`` is given. Bad input (unknown benchmark, missing data files, a hub id
+while offline, an existing result) raises ``ValueError`` / ``DataError`` / ``ModelLoadError``;
+``rlvr.cli.main`` prints it as one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from rlvr.domains.base import DataError
 from rlvr.eval.benchmarks import BENCHMARKS, parse_names
@@ -47,17 +52,79 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", default="hf", help="rollout engine: hf (or pkg.module.Class of your own)")
     p.add_argument(
-        "--out", required=True, help="result directory (metrics.json, samples.jsonl, errors.json, report.md)"
+        "--out",
+        help="result directory (metrics.json, samples.jsonl, errors.json, report.md); "
+        "default: OUT_ROOT/<name of the adapter, model or predictions file>",
+    )
+    p.add_argument(
+        "--out-root",
+        default=DEFAULT_OUT_ROOT,
+        help=f"parent of the default --out (default: {DEFAULT_OUT_ROOT})",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing result in the --out directory"
     )
     return p
+
+
+#: where ``rlvr evaluate`` writes without ``--out``: ``runs/eval/<default_run_name(...)>``
+DEFAULT_OUT_ROOT = "runs/eval"
+#: path components that name no run: the log root before it and the export folder after it
+_LEADING, _TRAILING = ("runs",), ("export",)
+
+
+def default_run_name(model: str | None, adapter: str | None, predictions: str | None) -> str:
+    """The result directory's name for a run: from ``predictions`` (its file stem), else ``adapter``, else
+    ``model``.
+
+    A path names the run by its parts joined with ``-``, without a leading ``runs`` and a trailing ``export``
+    (``runs/math/version_3/export`` -> ``math-version_3``); a model hub id ``owner/name`` (not on disk) by
+    its ``name`` (``Qwen/Qwen2.5-0.5B-Instruct`` -> ``Qwen2.5-0.5B-Instruct``).
+    """
+    if predictions:
+        return _safe(re.sub(r"(\.jsonl|\.json)?(\.gz)?$", "", PurePath(predictions).name)) or "predictions"
+    source = adapter or model
+    if not source:
+        raise ValueError("evaluate needs --model (or --predictions FILE to score given completions)")
+    if not adapter and _is_hub_id(source):  # an adapter is always a local directory (load_adapter)
+        return _safe(PurePath(source).name)
+    path = Path(source).expanduser()
+    if path.is_absolute():  # a path under the working directory is named as if given relative to it
+        try:
+            path = path.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            pass
+    parts = [q for q in path.parts if q not in (path.anchor, ".", "..", "")]
+    if parts and parts[0] in _LEADING and len(parts) > 1:
+        parts = parts[1:]
+    if parts and parts[-1] in _TRAILING and len(parts) > 1:
+        parts = parts[:-1]
+    return _safe("-".join(parts)) or "model"
+
+
+def _is_hub_id(source: str) -> bool:
+    """``owner/name`` (or a bare ``name``) that is not on disk and not spelled like a path."""
+    if os.path.exists(os.path.expanduser(source)) or source.startswith((".", "/", "~")):
+        return False
+    parts = PurePath(source).parts
+    return len(parts) == 1 or (len(parts) == 2 and parts[0] not in _LEADING)
+
+
+def _safe(name: str) -> str:
+    """A directory name: characters other than letters, digits, ``._-`` become ``_``."""
+    return re.sub(r"[^\w.-]", "_", name).strip(".")
 
 
 def evaluate_main(argv: Sequence[str]) -> int:
     """``rlvr evaluate``: writes ``OUT/metrics.json`` (``{benchmark: {metric: value}}``) and friends."""
     from rlvr.eval.report import metrics_table, run_report
-    from rlvr.eval.store import write_run
+    from rlvr.eval.store import check_out_dir, write_run
 
     args = _evaluate_parser().parse_args(list(argv))
+    if not args.predictions and not args.model:
+        raise ValueError("evaluate needs --model (or --predictions FILE to score given completions)")
+    out_dir = args.out or Path(args.out_root) / default_run_name(args.model, args.adapter, args.predictions)
+    check_out_dir(out_dir, args.overwrite)  # before any model or data loads: refuse to replace a result
     names = parse_names(args.benchmarks)
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         raise DataError(f"--data-root {args.data_root} is not a directory")
@@ -66,12 +133,10 @@ def evaluate_main(argv: Sequence[str]) -> int:
 
         run = score_predictions(args.predictions, args.data_root, names)
     else:
-        if not args.model:
-            raise ValueError("evaluate needs --model (or --predictions FILE to score given completions)")
         run = _evaluate_model(args, names)
     run.info.update({"model": args.model, "adapter": args.adapter, "data_root": args.data_root,
                      "benchmarks": names})  # fmt: skip
-    out = write_run(args.out, run, run_report(run))
+    out = write_run(out_dir, run, run_report(run), overwrite=args.overwrite)
     print(metrics_table({"value": run.metrics}), end="")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return 0

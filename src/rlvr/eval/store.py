@@ -7,12 +7,18 @@ A result directory holds:
 * ``errors.json``: ``{benchmark: {category: {"count", "examples"}}}``;
 * ``run.json``: how the run was made (model, adapter, arguments, unmatched predictions);
 * ``report.md``: the metrics table and the error section, for people.
+
+:func:`write_run` writes a complete directory or nothing: the files go into a hidden sibling first, which then
+takes the result directory's place. An earlier result is replaced only when asked (``overwrite``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,18 +65,69 @@ class RunResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def write_run(out_dir: str | Path, run: RunResult, report_markdown: str) -> Path:
-    """Write the run's files into ``out_dir`` (created if needed); returns the directory."""
+def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Raise a one-line :class:`DataError` unless :func:`write_run` may write ``out_dir``: it must be absent,
+    an empty directory, or (with ``overwrite``) an earlier result directory."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_finite(run.metrics), indent=2) + "\n")
-    (out / "errors.json").write_text(json.dumps(run.errors, indent=2) + "\n")
-    (out / "run.json").write_text(json.dumps(run.info, indent=2, default=str) + "\n")
-    with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
-        for s in run.samples:
-            f.write(json.dumps(asdict(s), ensure_ascii=False, default=str) + "\n")
-    (out / "report.md").write_text(report_markdown)
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a directory: pass another --out")
+    if (out / "metrics.json").is_file():
+        if not overwrite:
+            raise DataError(
+                f"{out} already holds an evaluation result: pass --overwrite to replace it or --out DIR"
+            )
+        return out
+    if any(out.iterdir()):  # never replace (delete) a directory that is not ours
+        raise DataError(
+            f"{out} is not empty and holds no evaluation result (no metrics.json): pass another --out"
+        )
     return out
+
+
+def write_run(out_dir: str | Path, run: RunResult, report_markdown: str, *, overwrite: bool = False) -> Path:
+    """Write the run's files as the directory ``out_dir`` (its parents created if needed); returns it.
+
+    The files are written into a temporary sibling that then replaces ``out_dir``, so a crash leaves either
+    the earlier state or the complete result, never a half-written directory. An existing result is replaced
+    only with ``overwrite`` (:func:`check_out_dir` says when it may not be).
+    """
+    out = Path(out_dir)
+    check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / "metrics.json").write_text(json.dumps(_finite(run.metrics), indent=2) + "\n")
+        (tmp / "errors.json").write_text(json.dumps(run.errors, indent=2) + "\n")
+        (tmp / "run.json").write_text(json.dumps(run.info, indent=2, default=str) + "\n")
+        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
+            for s in run.samples:
+                f.write(json.dumps(asdict(s), ensure_ascii=False, default=str) + "\n")
+        (tmp / "report.md").write_text(report_markdown)
+        _replace_dir(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, out: Path, overwrite: bool) -> None:
+    """Rename the complete directory ``new`` to ``out``; an existing ``out`` is moved aside first and deleted
+    only once ``new`` is in its place (it is moved back if that fails)."""
+    check_out_dir(out, overwrite)  # again: another run may have finished meanwhile
+    if not out.exists() or not any(out.iterdir()):
+        os.replace(new, out)  # POSIX: onto a missing or an empty directory, atomically
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_run(run_dir: str | Path) -> RunResult:

@@ -323,10 +323,3 @@ def run_programs(
 ) -> list[Result]:
     """Run each program in the sandbox, concurrently (bounded by the pool size); results in input order."""
     return (pool or default_pool()).run(programs, limits, timeout_s=timeout_s)
-
-
-def run_program(
-    source: str, timeout_s: float = 5.0, *, limits: Limits | None = None, pool: SandboxPool | None = None
-) -> Result:
-    """Run one program in the sandbox (see :func:`run_programs`)."""
-    return run_programs([source], timeout_s, limits=limits, pool=pool)[0]

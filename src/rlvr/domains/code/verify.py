@@ -21,6 +21,7 @@ import functools
 import re
 import secrets
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,6 +109,12 @@ def prompt_preamble(prompt: str, entry_point: str) -> str:
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
             return "".join(prompt.splitlines(keepends=True)[: first - 1])
     return prompt
+
+
+# Compiling a candidate raises the model's own SyntaxWarnings ("is" with a literal, invalid escapes): they
+# are about generated text, not our code, and must not flood the trainer's console.
+warnings.filterwarnings("ignore", category=SyntaxWarning, module="<candidate>")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="<candidate>")
 
 
 def _compiles(source: str) -> bool:

@@ -1,0 +1,44 @@
+"""Which stage a step is in: λ of λ·L_SFT + (1−λ)·L_GRPO per optimizer step, and the SFT -> RL transition.
+
+λ comes from the ``hybrid`` schedule unless a stage controller (``callbacks.StageSwitch``) overrides it.
+Kept as plain state (numbers) so a checkpoint can hold it.
+"""
+
+from __future__ import annotations
+
+from rlvr.algo.schedules import sft_weight
+from rlvr.settings import HybridSchedule
+
+
+class StageControl:
+    """λ per step and the moment training leaves pure SFT.
+
+    Args:
+        hybrid: the λ schedule (``step`` with ``switch_fraction`` is an SFT warm-up followed by RL).
+    """
+
+    def __init__(self, hybrid: HybridSchedule):
+        self.hybrid = hybrid
+        self.override: float | None = None  # λ forced by a controller; None = the schedule decides
+        self.previous: float | None = None  # λ of the last step taken
+
+    def weight(self, step: int, max_steps: int | None) -> float:
+        """λ of optimizer step ``step`` of a run of ``max_steps`` (the override when one is set)."""
+        if self.override is not None:
+            return self.override
+        h = self.hybrid
+        total = max_steps if max_steps and max_steps > 0 else max(1, h.switch_step)
+        switch = h.switch_step if h.switch_fraction is None else round(h.switch_fraction * total)
+        return sft_weight(h.schedule, step, total, h.start, h.end, switch)
+
+    def enters_rl(self, lam: float) -> bool:
+        """Record ``lam`` as this step's λ; True when it is the first step after pure SFT (λ left 1)."""
+        entered = self.previous is not None and self.previous >= 1.0 > lam
+        self.previous = lam
+        return entered
+
+    def state_dict(self) -> dict:
+        return {"override": self.override, "previous": self.previous}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.override, self.previous = state.get("override"), state.get("previous")
