@@ -25,7 +25,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 .PHONY: help install train test test-slow lint bench eval report tb clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: TASK=math|sql|code|multi  ARGS='--trainer.max_steps=50 ...'"
 
 $(STAMP): setup.cfg pyproject.toml

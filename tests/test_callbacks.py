@@ -49,7 +49,9 @@ def test_stage_switch_on_metric_or_at_the_latest_step():
 def test_progress_line_shows_only_the_current_stage():
     from callbacks.progress import ProgressLog
 
-    sft = ProgressLog.format_line(3, 10, {"train/sft_weight": 1.0, "train/sft_loss": 1.25, "reward/total": 9.0}, 0.5)
+    sft = ProgressLog.format_line(
+        3, 10, {"train/sft_weight": 1.0, "train/sft_loss": 1.25, "reward/total": 9.0}, 0.5
+    )
     assert sft == "step 3/10 | sft | sft_loss 1.250 | 0.50 s/step"
     rl = ProgressLog.format_line(
         8, 10, {"train/sft_weight": 0.0, "reward/total": 1.5, "train/kl": 0.01, "accuracy/math": 0.25,

@@ -163,20 +163,25 @@ def _run(acc: float) -> RunResult:
     return RunResult({"arc_challenge": {"acc": acc, "n": 1}}, [sample], {}, {"model": "m"})
 
 
-def test_write_run_replaces_only_with_overwrite(tmp_path):
+def test_write_run_replaces_a_result_only_with_overwrite(tmp_path):
     out = write_run(tmp_path / "r", _run(1.0), "# one\n")
     assert load_run(out).metrics["arc_challenge"]["acc"] == 1.0
     with pytest.raises(DataError, match="--overwrite"):
-        write_run(out, _run(0.0), "# two\n")
+        write_run(out, _run(0.0), "# two\n", overwrite=False)
     assert load_run(out).metrics["arc_challenge"]["acc"] == 1.0
-    write_run(out, _run(0.0), "# two\n", overwrite=True)
+    write_run(out, _run(0.0), "# two\n")  # the default, as for PeriodicEval re-evaluating a step
     assert (
         load_run(out).metrics["arc_challenge"]["acc"] == 0.0 and (out / "report.md").read_text() == "# two\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert load_run(write_run(empty, _run(1.0), "")).samples[0].id == "q1"  # an empty directory is free
+    assert load_run(write_run(empty, _run(1.0), "", overwrite=False)).samples[0].id == "q1"  # empty is free
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="no metrics.json"):  # never deleted, even with overwrite
+        write_run(tmp_path / "other", _run(1.0), "")
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
 def test_a_crash_while_writing_leaves_the_earlier_result_whole(tmp_path):

@@ -57,7 +57,9 @@ def test_rlvr_never_imports_callbacks_or_data_modules():
 
 def test_algo_imports_nothing_else_of_rlvr():
     offenders = {
-        str(p.relative_to(SRC)): sorted(n for n in _imports(p) if n.startswith("rlvr.") and not n.startswith("rlvr.algo"))
+        str(p.relative_to(SRC)): sorted(
+            n for n in _imports(p) if n.startswith("rlvr.") and not n.startswith("rlvr.algo")
+        )
         for p in (SRC / "algo").glob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}

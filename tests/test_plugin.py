@@ -78,7 +78,12 @@ def test_the_example_trains_validates_and_logs_like_a_built_in_task(plugin_dir, 
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (runs / "default").iterdir()
     scalars = _scalars(run_dir)
-    for tag in ("reward/reverse/correct", "reward/reverse/strict_format", "accuracy/reverse", "val/reverse/accuracy"):
+    for tag in (
+        "reward/reverse/correct",
+        "reward/reverse/strict_format",
+        "accuracy/reverse",
+        "val/reverse/accuracy",
+    ):
         assert tag in scalars, sorted(scalars)
     assert [s for s, _ in scalars["reward/reverse/correct"]] == [2, 3]  # the two RL steps, after 2 SFT steps
     assert (run_dir / "export" / "config.json").is_file()
@@ -86,7 +91,11 @@ def test_the_example_trains_validates_and_logs_like_a_built_in_task(plugin_dir, 
 
 def test_rlvr_score_scores_the_example_with_tasks_file(plugin_dir, tmp_path):
     lines = [
-        {"task": "reverse", "completion": "<reasoning>\nr\n</reasoning>\n<answer>\ncba\n</answer>", "answer": "cba"},
+        {
+            "task": "reverse",
+            "completion": "<reasoning>\nr\n</reasoning>\n<answer>\ncba\n</answer>",
+            "answer": "cba",
+        },
         {"task": "reverse", "completion": "<answer>abc</answer>", "answer": "cba"},
         {"task": "math", "completion": "<answer>4</answer>", "answer": "4"},
         {"task": "nope", "completion": "x"},
@@ -96,7 +105,9 @@ def test_rlvr_score_scores_the_example_with_tasks_file(plugin_dir, tmp_path):
     out = tmp_path / "scored.jsonl"
     cmd = [sys.executable, "-m", "rlvr", "score", "--tasks", str(plugin_dir / "reverse.yaml"),
            "--input", str(src), "--output", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, env=_env(plugin_dir, tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cmd, env=_env(plugin_dir, tmp_path / "cache"), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["verdict"] for r in rows] == ["correct", "wrong_answer", "correct", "invalid_input"]
@@ -109,7 +120,16 @@ def test_a_class_missing_part_of_the_protocol_is_refused_in_one_line(plugin_dir,
     (plugin_dir / "broken_tasks.py").write_text("class NoScore:\n    name = 'x'\n    components = ('a',)\n")
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("data:\n  init_args:\n    tasks:\n      - class_path: broken_tasks.NoScore\n")
-    cmd = [sys.executable, "-m", "rlvr", "fit", "--config", str(REPO / "configs" / "base.yaml"), "--config", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr",
+        "fit",
+        "--config",
+        str(REPO / "configs" / "base.yaml"),
+        "--config",
+        str(cfg),
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=_env(plugin_dir, tmp_path / "cache"), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2

@@ -86,7 +86,9 @@ def test_unknown_task_is_named():
 
 def test_overlong_component_joins_the_total_and_the_logs():
     rb = assemble(
-        TASKS, ["math", "sql"], [{"strict_format": 1.0, "correctness": 1.0}, {"strict_format": 1.0, "sql_result_match": 0.0}]
+        TASKS,
+        ["math", "sql"],
+        [{"strict_format": 1.0, "correctness": 1.0}, {"strict_format": 1.0, "sql_result_match": 0.0}],
     )
     out = add_component(rb, "overlong", torch.tensor([0.0, -0.5]), weight=2.0)
     assert out.names[-1] == "overlong" and out.mask[:, -1].all()

@@ -9,7 +9,7 @@ A result directory holds:
 * ``report.md``: the metrics table and the error section, for people.
 
 :func:`write_run` writes a complete directory or nothing: the files go into a hidden sibling first, which then
-takes the result directory's place. An earlier result is replaced only when asked (``overwrite``).
+takes the result directory's place.
 """
 
 from __future__ import annotations
@@ -86,12 +86,13 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
-def write_run(out_dir: str | Path, run: RunResult, report_markdown: str, *, overwrite: bool = False) -> Path:
+def write_run(out_dir: str | Path, run: RunResult, report_markdown: str, *, overwrite: bool = True) -> Path:
     """Write the run's files as the directory ``out_dir`` (its parents created if needed); returns it.
 
     The files are written into a temporary sibling that then replaces ``out_dir``, so a crash leaves either
-    the earlier state or the complete result, never a half-written directory. An existing result is replaced
-    only with ``overwrite`` (:func:`check_out_dir` says when it may not be).
+    the earlier state or the complete result, never a half-written directory. An earlier result there is
+    replaced only with ``overwrite`` (``rlvr evaluate`` passes its ``--overwrite``; a callback re-evaluating
+    a step keeps the default); a directory that holds other files is never replaced (:func:`check_out_dir`).
     """
     out = Path(out_dir)
     check_out_dir(out, overwrite)
