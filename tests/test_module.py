@@ -133,3 +133,44 @@ def test_a_shortened_run_still_ends_with_validation(tmp_path):
     module, acc = fit(tmp_path, [MathTask(num_train=16, num_val=8)], steps=2, val_every=1000)
     # one validation, after the last step (Lightning logs epoch-level metrics at global_step - 1)
     assert [e.step for e in acc.Scalars("val/accuracy")] == [1]
+
+
+class CountingEngine:
+    """A user's engine (named by import path): wraps the HF engine and records every weight sync."""
+
+    instances: list = []
+
+    def __init__(self, policy, tokenizer, *, stop_token_ids=(), record_keep_mask=False, label="x"):
+        from rlvr.rollout.hf import HFEngine
+
+        self.inner = HFEngine(policy, tokenizer, stop_token_ids=stop_token_ids, record_keep_mask=record_keep_mask)
+        self.label, self.generated, self.synced = label, 0, []
+        CountingEngine.instances.append(self)
+
+    def generate(self, prompts, n, params):
+        self.generated += 1
+        return self.inner.generate(prompts, n, params)
+
+    def update_weights(self, policy):
+        self.synced.append(sum(float(p.detach().sum()) for p in policy.parameters()))
+        self.inner.update_weights(policy)
+
+
+def test_engine_is_chosen_by_config_and_synced_after_every_optimizer_step(tmp_path):
+    from rlvr.settings import RolloutSettings
+
+    CountingEngine.instances.clear()
+    module, _ = fit(tmp_path, [MathTask(num_train=32, num_val=4)], steps=3, hybrid=HybridSchedule("step", 1.0, 0.0, 2),
+                    rollout=RolloutSettings(engine=f"{__name__}.CountingEngine", options={"label": "mine"}))  # fmt: skip
+    (engine,) = CountingEngine.instances
+    assert module.engine is engine and engine.label == "mine"
+    assert engine.generated >= 2  # the RL step's rollout and the final validation
+    assert len(engine.synced) == 3  # one sync per optimizer step...
+    assert engine.synced[0] != engine.synced[1]  # ...each handing over the weights that step produced
+
+
+def test_unknown_engine_is_one_line():
+    from rlvr.rollout import engine_class
+
+    with pytest.raises(ValueError, match="unknown rollout engine 'vlm'"):
+        engine_class("vlm")

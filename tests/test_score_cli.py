@@ -80,3 +80,30 @@ def test_missing_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "not found" in err and "\n" not in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_every_hostile_line_gets_its_own_invalid_input_row(tmp_path):
+    """Lone surrogates, JSON nested 100,000 deep, an integer over Python's 4,300-digit limit, bytes that are
+    not UTF-8 and a non-string field: each is its line's problem, the rest of the file is scored."""
+    good = json.dumps({"task": "math", "completion": ANS.format(r="1 + 1 = 2", a="2"), "answer": "2"})
+    raw = [
+        good.encode(),
+        b'{"task": "math", "completion": "\\ud800 <answer>2</answer>", "answer": "2"}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"task": "math", "completion": "x", "answer": ' + b"9" * 5000 + b"}",
+        b'{"task": "math", "completion": "\xff\xfe caf\xe9", "answer": "2"}',
+        b'{"task": "sql", "completion": "x", "db_path": 3, "gold_sql": "SELECT 1"}',
+        good.encode(),
+    ]
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"\n".join(raw) + b"\n")
+    assert main(["score", "--input", str(src), "--output", str(dst)]) == 0
+    out = [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines()]
+    assert len(out) == len(raw)
+    verdicts = [o["verdict"] for o in out]
+    assert verdicts[0] == verdicts[-1] == "correct"
+    assert verdicts[1] == "correct"  # a lone surrogate is text like any other: scored, and written back safely
+    assert verdicts[2:6] == ["invalid_input"] * 4, verdicts
+    assert "nested" in out[2]["error"] or "RecursionError" in out[2]["error"]
+    assert "digit" in out[3]["error"] or "ValueError" in out[3]["error"]
+    assert "UTF-8" in out[4]["error"] and "db_path" in out[5]["error"]
