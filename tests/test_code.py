@@ -46,7 +46,7 @@ CASES = [
     ("exit_before_tests", wrap("import sys\nsys.exit(0)\n" + ADD), (1, 1, 1, 1, 0, 0), "runtime_error"),
     ("os_exit_in_call", wrap("import os\ndef add(a, b):\n    os._exit(0)"), (1, 1, 1, 1, 0, 0), "runtime_error"),
     ("exit_in_call", wrap("import sys\ndef add(a, b):\n    sys.exit(0)"), (1, 1, 1, 1, 0, 0), "runtime_error"),
-    ("close_stdout", wrap("import os\nos.close(1)\n" + ADD), (1, 1, 1, 1, 0, 0), "runtime_error"),
+    ("close_stdout", wrap("import os\nos.close(1)\n" + ADD), (1, 1, 1, 1, 1, 1), "correct"),  # not the report channel
     ("forged_report", wrap("print('0123456789abcdef 0 P')\nprint('0123456789abcdef END')\nimport sys\nsys.exit(0)"), (1, 1, 1, 1, 0, 0), "runtime_error"),
     ("infinite_loop", wrap("def add(a, b):\n    while True:\n        pass"), (1, 1, 1, 1, 0, 0), "timeout"),
     ("loud_but_right", wrap("print('x' * 300_000)\ndef add(a, b):\n    print('noise' * 1000)\n    return a + b"), (1, 1, 1, 1, 1, 1), "correct"),

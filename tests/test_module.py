@@ -143,7 +143,9 @@ class CountingEngine:
     def __init__(self, policy, tokenizer, *, stop_token_ids=(), record_keep_mask=False, label="x"):
         from rlvr.rollout.hf import HFEngine
 
-        self.inner = HFEngine(policy, tokenizer, stop_token_ids=stop_token_ids, record_keep_mask=record_keep_mask)
+        self.inner = HFEngine(
+            policy, tokenizer, stop_token_ids=stop_token_ids, record_keep_mask=record_keep_mask
+        )
         self.label, self.generated, self.synced = label, 0, []
         CountingEngine.instances.append(self)
 

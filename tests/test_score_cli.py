@@ -102,7 +102,9 @@ def test_every_hostile_line_gets_its_own_invalid_input_row(tmp_path):
     assert len(out) == len(raw)
     verdicts = [o["verdict"] for o in out]
     assert verdicts[0] == verdicts[-1] == "correct"
-    assert verdicts[1] == "correct"  # a lone surrogate is text like any other: scored, and written back safely
+    assert (
+        verdicts[1] == "correct"
+    )  # a lone surrogate is text like any other: scored, and written back safely
     assert verdicts[2:6] == ["invalid_input"] * 4, verdicts
     assert "nested" in out[2]["error"] or "RecursionError" in out[2]["error"]
     assert "digit" in out[3]["error"] or "ValueError" in out[3]["error"]

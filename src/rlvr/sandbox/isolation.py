@@ -225,6 +225,12 @@ def set_limits(lim: dict, nproc: int) -> None:
         resource.setrlimit(res, value)
 
 
+def set_dumpable(on: bool) -> None:
+    """PR_SET_DUMPABLE: a non-dumpable process's /proc/<pid>/{mem,fd,environ} and ptrace are closed to every
+    other process of its uid (inherited across fork; a uid change resets it to fs.suid_dumpable)."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, int(on), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
 def drop_privileges(ctx: dict) -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
     if ctx["iso"]["uid_drop"]:

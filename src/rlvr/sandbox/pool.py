@@ -121,12 +121,21 @@ class _Worker:
         )  # fmt: skip
         self.info = self._recv(time.monotonic() + 60.0)
 
-    def call(self, source: str, limits: Limits) -> dict[str, Any]:
+    def call(self, source: str, limits: Limits, tester: str | None = None) -> dict[str, Any]:
+        """Run ``source``; with ``tester``, run it paired (see :meth:`SandboxPool.run`): the tester's program
+        is sent only once the worker says the candidate is forked."""
         assert self.proc is not None and self.proc.stdin is not None
-        body = json.dumps({"source": source, "limits": asdict(limits)}).encode()
         deadline = time.monotonic() + limits.timeout_s + _GRACE_S
-        self._write_all(struct.pack(">I", len(body)) + body, deadline)
+        self._send({"source": source, "limits": asdict(limits), "paired": tester is not None}, deadline)
+        if tester is not None:
+            if self._recv(deadline).get("forked") is not True:
+                raise RuntimeError("sandbox worker did not fork the candidate")
+            self._send({"tester": tester}, deadline)
         return self._recv(deadline)
+
+    def _send(self, msg: dict[str, Any], deadline: float) -> None:
+        body = json.dumps(msg).encode()
+        self._write_all(struct.pack(">I", len(body)) + body, deadline)
 
     def _recv(self, deadline: float) -> dict[str, Any]:
         head = self._read_exactly(4, deadline)
@@ -249,10 +258,20 @@ class SandboxPool:
         self.isolation: dict[str, Any] = {}  # what the first started worker reported
 
     def run(
-        self, programs: Sequence[str], limits: Limits | None = None, *, timeout_s: float | None = None
+        self,
+        programs: Sequence[str],
+        limits: Limits | None = None,
+        *,
+        timeout_s: float | None = None,
+        testers: Sequence[str] | None = None,
     ) -> list[Result]:
         """Run every program (at most ``workers`` at once); results in input order. Never raises for a
-        program's behaviour; a broken sandbox gives ``status="error"`` results."""
+        program's behaviour; a broken sandbox gives ``status="error"`` results.
+
+        With ``testers`` (one per program), each program is a *candidate* run paired with its tester: both in
+        the sandbox, connected by a pipe pair on fds 3 (read) and 4 (write); the candidate's output is
+        discarded, the tester's program reaches the worker only after the candidate is forked, and the result
+        is the tester's. See :mod:`rlvr.domains.code.harness`."""
         if self._closed:
             raise RuntimeError("SandboxPool is closed")
         if os.getpid() != self._pid:
@@ -260,10 +279,13 @@ class SandboxPool:
         limits = limits or Limits()
         if timeout_s is not None:
             limits = replace(limits, timeout_s=timeout_s)
-        futures = [self._executor.submit(self._run_one, p, limits) for p in programs]
+        if testers is not None and len(testers) != len(programs):
+            raise ValueError(f"{len(programs)} programs but {len(testers)} testers")
+        pairs = zip(programs, testers if testers is not None else [None] * len(programs))
+        futures = [self._executor.submit(self._run_one, p, limits, t) for p, t in pairs]
         return [f.result() for f in futures]
 
-    def _run_one(self, source: str, limits: Limits) -> Result:
+    def _run_one(self, source: str, limits: Limits, tester: str | None = None) -> Result:
         worker = self._idle.get()
         try:
             if worker.proc is None or worker.proc.poll() is not None:
@@ -276,7 +298,7 @@ class SandboxPool:
                 self.isolation = self.isolation or worker.info.get("isolation", {})
                 _warn_isolation(worker.info)
             try:
-                return Result(**worker.call(source, limits))
+                return Result(**worker.call(source, limits, tester))
             except Exception as e:  # broken pipe, EOF, timeout, garbage: never the caller's problem
                 worker.kill()  # hung or dead: the next program gets a fresh worker
                 return _error(f"sandbox worker lost: {e}")
@@ -320,6 +342,8 @@ def run_programs(
     *,
     limits: Limits | None = None,
     pool: SandboxPool | None = None,
+    testers: Sequence[str] | None = None,
 ) -> list[Result]:
-    """Run each program in the sandbox, concurrently (bounded by the pool size); results in input order."""
-    return (pool or default_pool()).run(programs, limits, timeout_s=timeout_s)
+    """Run each program in the sandbox, concurrently (bounded by the pool size); results in input order.
+    With ``testers``, each program runs paired with its tester (see :meth:`SandboxPool.run`)."""
+    return (pool or default_pool()).run(programs, limits, timeout_s=timeout_s, testers=testers)

@@ -62,35 +62,49 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _close_inherited_fds() -> None:
-    """Close every descriptor above 2 (the zygote's pipes); by listing them, since closing up to a huge
+def _close_inherited_fds(keep: int = 2) -> None:
+    """Close every descriptor above ``keep`` (the zygote's pipes); by listing them, since closing up to a huge
     RLIMIT_NOFILE one by one is slow where ``close_range`` is unavailable."""
     try:
         fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
     except OSError:
         fds = list(range(3, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)))
     for fd in fds:
-        if fd > 2:
+        if fd > keep:
             try:
                 os.close(fd)
             except OSError:  # the directory's own descriptor, already closed
                 pass
 
 
-def _run_child(source: str, tmpdir: str, out_w: int, err_w: int, ctx: dict, lim: dict) -> None:
-    """In the forked child: isolate, then run ``source`` as ``__main__``; never returns."""
+def _run_child(
+    source: str,
+    tmpdir: str,
+    out_w: int,
+    err_w: int,
+    ctx: dict,
+    lim: dict,
+    channel: tuple[int, int] | None = None,
+) -> None:
+    """In the forked child: isolate, then run ``source`` as ``__main__``; never returns. ``channel`` (read,
+    write) becomes fds 3 and 4: the pipes between a candidate process and its tester."""
     try:
         os.setsid()
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        _close_inherited_fds()
+        if channel is not None:
+            moved = [os.dup(fd) for fd in channel]  # dup first: a channel fd may already be 3 or 4
+            os.dup2(moved[0], 3)
+            os.dup2(moved[1], 4)
+        _close_inherited_fds(keep=4 if channel is not None else 2)
         os.chdir(tmpdir)
         isolation.set_limits(lim, lim["max_processes"] + ctx["nproc_extra"])
         isolation.drop_privileges(ctx)
+        isolation.set_dumpable(False)  # again: a uid drop resets it
         os.environ.clear()
         os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=tmpdir, TMPDIR=tmpdir, LANG="C.UTF-8")
     except BaseException as e:  # never run a program we could not isolate
@@ -177,16 +191,16 @@ def _kill_leftovers(pid: int, ctx: dict) -> None:
         os.waitpid(helper, 0)
 
 
-def _reap(pid: int, ctx: dict) -> int:
-    """Wait for the program (and, as pid 1, for every orphan); returns its wait status."""
-    _, status = os.waitpid(pid, 0)
+def _reap(pids: list[int]) -> list[int]:
+    """Wait for the programs (and, as pid 1, for every orphan); returns their wait statuses."""
+    statuses = [os.waitpid(pid, 0)[1] for pid in pids]
     if os.getpid() == 1:
         while True:
             try:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-    return status
+    return statuses
 
 
 def _pump(pid: int, pipes: dict[int, _Capture], deadline: float) -> str:
@@ -253,34 +267,68 @@ def _wipe(dirs: list[str]) -> None:
                     pass
 
 
-def run_one(source: str, lim: dict, ctx: dict) -> dict:
-    """Fork a child for ``source``, supervise it and clean up; the result dict of the protocol."""
+def _fork_child(source: str, tmpdir: str, out_w: int, err_w: int, ctx: dict, lim: dict, channel=None) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _run_child(source, tmpdir, out_w, err_w, ctx, lim, channel)
+        finally:  # the child must never return into the zygote's loop
+            os._exit(SETUP_FAILED)
+    return pid
+
+
+def _private_dir(ctx: dict) -> str:
     tmpdir = tempfile.mkdtemp(prefix="prog-", dir=ctx["tmp_base"])
-    pipes: dict[int, _Capture] = {}
+    if ctx["iso"]["uid_drop"]:
+        os.chown(tmpdir, ctx["run_uid"], ctx["run_uid"])
+    return tmpdir
+
+
+def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
+    """Fork a child for ``source``, supervise it and clean up; the result dict of the protocol.
+
+    With ``fetch_tester`` (paired mode) ``source`` is a candidate program: it is forked first, with its
+    output discarded and a pipe pair to a second child; only then is the tester's program fetched (so the
+    candidate's memory never held it) and forked on the other end. The result is the tester's."""
+    dirs, pipes, pids, own_fds = [_private_dir(ctx)], {}, [], []
     try:
-        if ctx["iso"]["uid_drop"]:
-            os.chown(tmpdir, ctx["run_uid"], ctx["run_uid"])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        own_fds += [out_w, err_w]
         pipes = {out_r: _Capture(lim["max_output_bytes"]), err_r: _Capture(lim["max_output_bytes"])}
         start = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _run_child(source, tmpdir, out_w, err_w, ctx, lim)
-            finally:  # the child must never return into the zygote's loop
-                os._exit(SETUP_FAILED)
-        os.close(out_w)
-        os.close(err_w)
-        killed = _pump(pid, pipes, start + lim["timeout_s"])
+        if fetch_tester is None:
+            pids.append(_fork_child(source, dirs[0], out_w, err_w, ctx, lim))
+        else:
+            to_cand_r, to_cand_w = os.pipe()
+            to_test_r, to_test_w = os.pipe()
+            own_fds += [to_cand_r, to_cand_w, to_test_r, to_test_w]
+            null = os.open(os.devnull, os.O_WRONLY)
+            own_fds.append(null)
+            pids.append(_fork_child(source, dirs[0], null, null, ctx, lim, (to_cand_r, to_test_w)))
+            tester = fetch_tester()
+            dirs.append(_private_dir(ctx))
+            pids.insert(0, _fork_child(tester, dirs[1], out_w, err_w, ctx, lim, (to_test_r, to_cand_w)))
+            del tester
+        for fd in own_fds:
+            os.close(fd)
+        own_fds = []
+        killed = _pump(pids[0], pipes, start + lim["timeout_s"])
         duration = time.monotonic() - start
-        _kill_leftovers(pid, ctx)
-        status = _reap(pid, ctx)
+        for pid in pids:
+            _kill_leftovers(pid, ctx)
+        status = _reap(pids)[0]
+        pids = []
         _drain(pipes)
     finally:
-        for fd in pipes:
+        if pids:  # failed half-way (e.g. no tester came): nothing forked may outlive this call
+            for pid in pids:
+                _kill_leftovers(pid, ctx)
+            _reap(pids)
+        for fd in [*pipes, *own_fds]:
             os.close(fd)
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
         if ctx["iso"]["private_tmp"]:  # nothing a program leaves in /tmp or /dev/shm reaches the next one
             _wipe(["/tmp", "/dev/shm"])
     code = os.waitstatus_to_exitcode(status)
@@ -325,6 +373,15 @@ def _send(fd: int, msg: dict) -> None:
         data = data[os.write(fd, data) :]
 
 
+def _fetch_tester() -> str:
+    """Paired mode: tell the pool the candidate is forked, then read the tester's program."""
+    _send(1, {"forked": True})
+    msg = _recv(0)
+    if msg is None or not isinstance(msg.get("tester"), str):
+        raise RuntimeError("pool closed before sending the tester")
+    return msg["tester"]
+
+
 def _warm_up() -> None:
     """Do once in the zygote what every child would otherwise initialise lazily on its own: the first
     ``compile()`` builds all AST types (~1 ms), the first traceback loads the formatting machinery."""
@@ -340,6 +397,9 @@ def _warm_up() -> None:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     iso, warnings = isolation.isolate(cfg)
+    # Non-dumpable (inherited by every child): no program can open another's /proc/<pid>/{mem,fd,environ},
+    # nor the zygote's, where a tester's program passes through (paired mode).
+    isolation.set_dumpable(False)
     ctx = {"iso": iso, "run_uid": cfg["run_uid"], "nproc_extra": 0}
     ctx["tmp_base"] = "/tmp" if iso["private_tmp"] else tempfile.mkdtemp(prefix="rlvr-sandbox-")
     if not (iso["uid_drop"] or iso["user_ns"]):
@@ -357,8 +417,9 @@ def main() -> None:
     _send(1, {"isolation": iso, "warnings": warnings, "pid": os.getpid()})
     try:
         while (req := _recv(0)) is not None:
+            fetch = _fetch_tester if req.get("paired") else None
             try:
-                res = run_one(req["source"], req["limits"], ctx)
+                res = run_one(req.pop("source"), req["limits"], ctx, fetch)
             except Exception as e:  # a zygote bug must not kill the pool slot
                 res = dict(status="error", exit_code=None, stdout="", stderr="", duration_s=0.0,
                            reason=f"sandbox worker error: {e!r}", truncated=False)  # fmt: skip

@@ -5,13 +5,12 @@ A reference is one of
     ``check(candidate)``, run as ``check(<entry_point>)``: one unit, passed or not;
   * MBPP style: ``{"tests": [assert statements], "setup_code": str (optional)}`` — each assert is a unit.
 
-The program run in the sandbox is the candidate code, then the setup/test code, then a harness that runs
-each unit in ``try``/``except BaseException`` and reports ``<nonce> <i> P|F|E`` lines and finally
-``<nonce> END``. The nonce is fresh per program, so a candidate that exits early (``sys.exit(0)``,
-``os._exit``) or kills the harness cannot produce a pass: only units reported ``P`` count, and
-``all_tests_pass`` also needs ``END``. Candidate output is swallowed while tests run. Not defended against:
-a candidate reading the nonce through frame introspection, or returning an object whose ``__eq__`` is
-always true (the tests run in the candidate's process); we defend against accidents and tiny models.
+The verdict never depends on code the candidate controls: the completion runs in one sandboxed process
+and the tests in another that never executes it and only receives its results as plain data
+(:mod:`rlvr.domains.code.harness`). The tester reports ``<nonce> <i> P|F|E`` per unit and ``<nonce> END``
+on its own stdout; only units reported ``P`` count, and ``all_tests_pass`` also needs ``END``. A candidate
+that exits early, patches builtins, returns an object equal to everything or looks for the tests in its
+frames can only fail: its process holds neither the tests nor the expected values.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlvr.domains.base import CORRECT, Judgement
+from rlvr.domains.code.harness import candidate_program, tester_names, tester_program
 from rlvr.domains.format import extract_answer, extract_fenced, soft_format, strict_format
 from rlvr.sandbox.pool import Limits, Result, SandboxPool, run_programs
 
@@ -45,40 +45,6 @@ CATEGORY_OF_VERDICT = {
     "runtime_error": "runtime_error", "timeout": "timeout", "sandbox_error": "runtime_error",
 }  # fmt: skip
 MAX_CODE_CHARS = 100_000  # longer "code" is not a solution; compiling it would only cost the trainer time
-
-# Builtins are reached through the module so that a candidate defining e.g. its own `compile` does not
-# break the harness; a unit's outcome is P (passed), F (assertion failed) or E (any other exception).
-_HARNESS = """
-import builtins as _rlvr_b, os as _rlvr_os, sys as _rlvr_sys
-class _RlvrSink:
-    def write(self, s): return len(s)
-    def flush(self): pass
-def _rlvr_report(line):
-    _rlvr_os.write(1, ("\\n{nonce} " + line + "\\n").encode())
-def _rlvr_why(e):
-    try:
-        return ("%s: %s" % (_rlvr_b.type(e).__name__, e))[:300]
-    except _rlvr_b.BaseException:
-        return _rlvr_b.type(e).__name__
-def _rlvr_run(i, src):
-    out, err = _rlvr_sys.stdout, _rlvr_sys.stderr
-    _rlvr_sys.stdout = _rlvr_sys.stderr = _RlvrSink()
-    try:
-        _rlvr_b.exec(_rlvr_b.compile(src, "<test %d>" % i, "exec"), _rlvr_b.globals())
-        outcome, why = "P", ""
-    except _rlvr_b.AssertionError as e:
-        outcome, why = "F", _rlvr_why(e)
-    except _rlvr_b.BaseException as e:
-        outcome, why = "E", _rlvr_why(e)
-    finally:
-        _rlvr_sys.stdout, _rlvr_sys.stderr = out, err
-    if why:
-        _rlvr_os.write(2, ("test %d: %s\\n" % (i, why)).encode("utf-8", "replace"))
-    _rlvr_report("%d %s" % (i, outcome))
-for _rlvr_i, _rlvr_src in _rlvr_b.enumerate({units!r}):
-    _rlvr_run(_rlvr_i, _rlvr_src)
-_rlvr_report("END")
-"""
 
 
 def extract_code(completion: str) -> str | None:
@@ -153,19 +119,23 @@ def reference_units(reference: Mapping[str, Any]) -> tuple[str, list[str]]:
     raise ValueError(f"code reference needs 'tests' or 'test'+'entry_point'; has {sorted(reference)}")
 
 
-def build_program(candidate: str, reference: Mapping[str, Any], nonce: str) -> str:
-    """The whole program run in the sandbox: candidate, test code, harness (see the module docstring)."""
-    setup, units = reference_units(reference)
-    # the candidate's `if __name__ == "__main__":` demo (often reading stdin) must not run
-    return "\n".join(
-        [
-            "__name__ = '__candidate__'",
-            candidate,
-            "__name__ = '__main__'",
-            setup,
-            _HARNESS.format(nonce=nonce, units=units),
-        ]
-    )
+def build_programs(candidate: str, reference: Mapping[str, Any], nonce: str) -> tuple[str, str]:
+    """(candidate program, tester program) run paired in the sandbox (see :mod:`rlvr.domains.code.harness`).
+
+    MBPP: the tester runs ``setup_code`` and each assert as a unit. HumanEval: the tester runs the prompt's
+    preamble (imports and helper functions, from the reference: trusted) and ``test``, then one unit
+    ``check(<entry_point>)``. The candidate program holds the completion (and MBPP's setup) only."""
+    setup = reference.get("setup_code") or ""
+    entry = reference.get("entry_point") if "tests" not in reference else None
+    if "tests" in reference:
+        test_setup, units = setup, list(reference["tests"])
+    else:
+        prompt = reference.get("prompt")
+        preamble = prompt_preamble(prompt, entry) if prompt and entry else ""
+        test_setup, units = preamble + "\n" + setup + "\n" + reference["test"], [f"check({entry})"]
+    proxies, imports, units = tester_names(candidate, test_setup, units, entry)
+    tester = tester_program(imports + "\n" + test_setup, units, proxies, nonce)
+    return candidate_program(candidate, setup), tester
 
 
 def parse_report(stdout: str, nonce: str, total: int) -> tuple[dict[int, str], bool]:
@@ -231,12 +201,12 @@ def judge_code_batch(
         source = candidate_source(code, reference) if code is not None else ""
         compiles = code is not None and _compiles(source)
         nonce = secrets.token_hex(8)
-        program = build_program(source, reference, nonce) if compiles else ""
-        prepared.append((code, compiles, total, nonce, program))
+        programs = build_programs(source, reference, nonce) if compiles else ("", "")
+        prepared.append((code, compiles, total, nonce, programs))
     to_run = [i for i, p in enumerate(prepared) if p[1]]
-    results = dict(
-        zip(to_run, run_programs([prepared[i][4] for i in to_run], timeout_s, limits=limits, pool=pool))
-    )
+    runs = run_programs([prepared[i][4][0] for i in to_run], timeout_s, limits=limits, pool=pool,
+                        testers=[prepared[i][4][1] for i in to_run])  # fmt: skip
+    results = dict(zip(to_run, runs))
     checks = []
     for i, (code, compiles, total, nonce, _) in enumerate(prepared):
         if code is None or not compiles:
