@@ -77,4 +77,5 @@ clean: ## remove logs and tool caches (keeps .venv and the rlvr cache: make clea
 .PHONY: clean-cache
 clean-cache: $(STAMP) ## remove the rlvr cache (built databases, tiny model): RLVR_CACHE, else ~/.cache/rlvr
 	@dir="$$($(PY) -c 'from rlvr.domains.sources import cache_root; print(cache_root())')" && \
-		test -n "$$dir" && test "$$dir" != / && echo "rm -rf $$dir" && rm -rf -- "$$dir"
+		test -n "$$dir" && test "$$dir" != / && test "$$dir" != "$$HOME" && test "$$dir" != "$$(dirname $$HOME)" \
+		|| { echo "refusing to remove the cache dir '$$dir'"; exit 2; }; echo "rm -rf $$dir" && rm -rf -- "$$dir"

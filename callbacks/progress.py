@@ -30,16 +30,25 @@ class ProgressLog(L.Callback):
     def __init__(self, every_n_steps: int = 10):
         self.every_n_steps = max(1, every_n_steps)
         self._t0: float | None = None
-        self._step0 = 0
+        self._step0 = self._printed = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._t0, self._step0 = time.perf_counter(), trainer.global_step
+        self._printed = trainer.global_step // self.every_n_steps
+
+    @rank_zero_only
+    def on_train_end(self, trainer, pl_module) -> None:
+        if sys.stdout.isatty():
+            print(flush=True)  # leave the rewritten line in place
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step, tty = trainer.global_step, sys.stdout.isatty()
-        if not tty and step % self.every_n_steps and step != trainer.max_steps:
+        # a batch may take several optimizer steps (steps_per_generation): print when a multiple of N is passed
+        due = step // self.every_n_steps > self._printed or step == trainer.max_steps
+        if not tty and not due:
             return
+        self._printed = step // self.every_n_steps
         metrics = getattr(getattr(pl_module, "step_log", None), "last", {}) or {}
         line = self.format_line(step, trainer.max_steps, metrics, self._seconds_per_step(step))
         print(("\r" + line.ljust(110)) if tty else line, end="" if tty else "\n", flush=True)

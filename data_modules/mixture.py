@@ -111,8 +111,12 @@ class MixtureDataModule(L.LightningDataModule):
         if not tasks:
             raise ValueError("data.tasks is empty: configure at least one task (see configs/task/*.yaml)")
         for task in tasks:
-            if isinstance(task, Mapping):  # a class_path dict the config parser could not instantiate
-                build_task(task)  # raises the reason in one line (import error, bad init_args)
+            if isinstance(task, Mapping) or hasattr(
+                task, "class_path"
+            ):  # an entry the parser could not build
+                build_task(
+                    task if isinstance(task, Mapping) else _as_dict(task)
+                )  # raises the reason, one line
                 raise ValueError(
                     f"data.tasks entry {dict(task)} was not built: check its class_path and init_args"
                 )
@@ -182,6 +186,10 @@ class MixtureDataModule(L.LightningDataModule):
         self.setup()
         if "stream" in state:
             self.stream.state = {"draws": state["stream"]["draws"], "cursor": dict(state["stream"]["cursor"])}
+
+
+def _as_dict(ns: Any) -> dict:
+    return ns.as_dict() if hasattr(ns, "as_dict") else dict(vars(ns))
 
 
 def _rank_world() -> tuple[int, int]:

@@ -265,3 +265,60 @@ def test_evaluate_with_an_unreachable_hub_id_is_one_line_in_seconds(shared_data,
     assert err[0].startswith("rlvr evaluate: error: cannot load model 'some-org/no-such-model'"), err
     assert wall < 15.0, wall
     assert not (tmp_path / "runs").exists()  # nothing written for a run that never started
+
+
+# ------------------------------------------------------------------- configuration mistakes, one line each
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = [
+    "fit",
+    "--config",
+    str(REPO / "configs" / "base.yaml"),
+    "--config",
+    str(REPO / "configs" / "task" / "math.yaml"),
+]
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--data.prompts_per_step=abc"], "abc"),  # the reason, not just "problem with class_path"
+        (["--model.rollout.engine=nope"], "unknown rollout engine 'nope'"),
+        (["--data.tasks=[{class_path: rlvr.tasks.math.MathTask}]"], "moved to rlvr.domains"),
+        (
+            ["--data.tasks=[{class_path: rlvr.domains.math.MathTask, init_args: {difficulty: 9}}]"],
+            "difficulty",
+        ),
+    ],
+)
+def test_fit_configuration_mistakes_are_one_line(extra, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RLVR_CACHE", str(tmp_path))
+    code = rlvr_main([*BASE, *extra, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "runs").exists()  # nothing left behind by a run that never started
+
+
+def test_score_mistakes_are_one_line(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"task": "math", "completion": "x", "answer": "1"}\n')
+    bad_yaml = tmp_path / "tasks.yaml"
+    bad_yaml.write_text("data: [unclosed\n")
+    plugin = tmp_path / "boom_tasks.py"
+    plugin.write_text("class Boom:\n    def __init__(self):\n        raise RuntimeError('boom')\n")
+    boom_yaml = tmp_path / "boom.yaml"
+    boom_yaml.write_text("- class_path: boom_tasks.Boom\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        cases = [
+            (["--tasks", str(bad_yaml)], "not valid YAML"),
+            (["--tasks", str(boom_yaml)], "RuntimeError: boom"),
+            (["--output", str(tmp_path)], "is a directory"),
+        ]
+        for args, needle in cases:
+            argv = ["score", "--input", str(src), "--output", str(tmp_path / "out.jsonl"), *args]
+            assert rlvr_main(argv) == 2, args
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and needle in err[0], (args, err)
+    finally:
+        sys.path.remove(str(tmp_path))

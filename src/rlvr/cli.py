@@ -100,11 +100,18 @@ def condense(message: str) -> str:
     """One line of a (jsonargparse) error: for a union that matched no type, the first inner error."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     if lines and lines[0].startswith(("Does not validate against any", "Parser key")):
-        inner = [ln[2:] for ln in lines if ln.startswith("- ") and "Expected a <class 'NoneType'>" not in ln]
-        if inner:
-            return (
-                lines[0].rstrip(":") + ": " + inner[0] if lines[0].startswith("Parser key") else inner[0]
-            )[:400]
+        items = [
+            i
+            for i, ln in enumerate(lines)
+            if ln.startswith("- ") and "Expected a <class 'NoneType'>" not in ln
+        ]
+        if items:
+            i = items[0]
+            inner = lines[i][2:]
+            while inner.endswith(":") and i + 1 < len(lines):  # "Problem with given class_path ...:" + reason
+                i += 1
+                inner += " " + lines[i].removeprefix("- ")
+            return (lines[0].rstrip(":") + ": " + inner if lines[0].startswith("Parser key") else inner)[:400]
     return " ".join(ln for ln in lines[:3] if not ln.startswith("- "))[:400]
 
 
@@ -172,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # configuration and data problems: one line, no traceback (RLVR_DEBUG=1 shows it)
         if os.environ.get("RLVR_DEBUG"):
             raise
-        print(f"rlvr {command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"rlvr {command}: error: {_one_line(e)}  (RLVR_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 
 

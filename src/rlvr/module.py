@@ -32,7 +32,7 @@ from rlvr.experience import (
 )
 from rlvr.models import TINY, adamw_with_warmup, build_policy
 from rlvr.rewards import RewardBatch, add_component, score_async
-from rlvr.rollout import build_engine
+from rlvr.rollout import build_engine, engine_class
 from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.sequences import (
     completion_logprobs,
@@ -143,6 +143,7 @@ class RLVRModule(L.LightningModule):
         _check(hybrid.switch_fraction is None or 0.0 <= hybrid.switch_fraction <= 1.0,
                "hybrid.switch_fraction must be in [0, 1]")
         _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
+        engine_class(rollout.engine)  # an unknown engine fails here, before any model is built
         if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
             loss = dataclasses.replace(loss, max_completion_length=max_new_tokens)
         self.save_hyperparameters()
@@ -240,7 +241,7 @@ class RLVRModule(L.LightningModule):
         """Rollout -> verifiers -> advantages, with DAPO dynamic sampling when enabled."""
         metrics.update({"timing_s/generate": 0.0, "timing_s/score": 0.0})
         examples, rollout, rb = sample_batch(
-            batch, lambda prompts: self.rollout_and_score(prompts, metrics), self.trainer.datamodule.draw,
+            batch, lambda prompts: self.rollout_and_score(prompts, metrics), self._draw,
             group_size=self.G, dynamic_sampling=self.dapo.dynamic_sampling,
             max_rounds=self.dapo.max_sampling_rounds, pad_id=self.tokenizer.pad_token_id, metrics=metrics,
         )  # fmt: skip
@@ -258,6 +259,15 @@ class RLVRModule(L.LightningModule):
             exp.old_logp = rollout_logprobs(self.policy, exp, self.micro_batch_size, self.device, self.sampling.temperature)  # fmt: skip
         self.step_log.rollout(examples, rollout, rb, metrics)
         return exp
+
+    def _draw(self, n: int) -> list[Example]:
+        """``n`` fresh prompts for DAPO's refills, from the data module's ``draw`` (only needed when refilling)."""
+        draw = getattr(self.trainer.datamodule, "draw", None)
+        _check(
+            draw is not None,
+            "dapo.dynamic_sampling needs a data module with draw(n) (MixtureDataModule has it)",
+        )
+        return draw(n)
 
     def rollout_and_score(self, examples: list[Example], metrics: dict) -> tuple[Rollout, RewardBatch]:
         """Generate G completions per prompt in chunks; each chunk's scoring starts as soon as it exists, so

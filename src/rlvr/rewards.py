@@ -86,6 +86,8 @@ def assemble(
 def add_component(rb: RewardBatch, name: str, values: Tensor, weight: float) -> RewardBatch:
     """``rb`` with one more component that applies to every sample (values [N], one weight), e.g. DAPO's
     ``overlong`` penalty in [-1, 0]; the total gains ``weight * values``."""
+    if name in rb.names:
+        raise ValueError(f"reward component {name!r} is added by the trainer: rename the task's component")
     n = len(rb.tasks)
     w = torch.full((n, 1), float(weight))
     return RewardBatch(
@@ -100,6 +102,8 @@ def add_component(rb: RewardBatch, name: str, values: Tensor, weight: float) -> 
 def _score_group(task: Task, completions: list[str], refs: list[Mapping[str, Any]]) -> list[dict[str, float]]:
     if hasattr(task, "judge_batch"):  # e.g. code: every program of the group runs concurrently in the sandbox
         return [j.components for j in task.judge_batch(completions, refs)]
+    if hasattr(task, "score_batch"):  # the same, for a task that has no verdicts
+        return [dict(c) for c in task.score_batch(completions, refs)]
     return [dict(task.score(c, r)) for c, r in zip(completions, refs)]
 
 

@@ -177,12 +177,19 @@ def main(argv: list[str]) -> int:
     if not args.input.is_file():
         print(f"rlvr score: error: input file not found: {args.input}", file=sys.stderr)
         return 2
+    if args.output.is_dir():
+        print(f"rlvr score: error: --output {args.output} is a directory: give a file path", file=sys.stderr)
+        return 2
     try:
         extra = load_tasks_file(args.tasks) if args.tasks else {}
     except (DataError, ValueError, TypeError) as e:
         print(f"rlvr score: error: {e}", file=sys.stderr)
         return 2
-    counts = score_file(args.input, args.output, extra)
+    try:
+        counts = score_file(args.input, args.output, extra)
+    except OSError as e:  # cannot write the output (permissions, disk full): nothing half-written is left
+        print(f"rlvr score: error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 2
     summary = ", ".join(f"{v} {k}" for k, v in counts.most_common())
     print(f"scored {sum(counts.values())} lines -> {args.output} ({summary})")
     return 0

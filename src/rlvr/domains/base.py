@@ -66,7 +66,7 @@ class Task(Protocol):
     Any class with these attributes and methods is a task (duck typing; no base class to inherit). Optional,
     used when present: ``judge(completion, reference) -> Judgement`` (verdicts for ``rlvr score`` and error
     analysis; otherwise derived from the accuracy component), ``judge_batch(completions, references)`` (the
-    same for many, e.g. concurrently in a sandbox) and ``check_reference(reference) -> str | None`` (why a
+    same for many, e.g. concurrently in a sandbox), ``score_batch(completions, references)`` (components only) and ``check_reference(reference) -> str | None`` (why a
     reference cannot be scored; ``rlvr score`` reports it as ``invalid_input``).
     """
 

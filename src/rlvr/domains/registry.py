@@ -15,6 +15,9 @@ from typing import Any
 
 from rlvr.domains.base import DataError, check_task, max_reward
 
+#: where the modules of rlvr 0.1's flat layout went
+_MOVED = {"rlvr.tasks.": "rlvr.domains.<domain> (e.g. rlvr.domains.math.MathTask)",
+          "rlvr.verifiers.": "rlvr.domains.<domain>.verify and rlvr.sandbox", "rlvr.losses": "rlvr.algo.losses"}  # fmt: skip
 #: domain name -> "module:Class" of its task (imported on first use: math does not pay for the sandbox)
 DOMAINS: dict[str, str] = {
     "math": "rlvr.domains.math.task:MathTask",
@@ -28,7 +31,12 @@ def import_object(spec: str) -> Any:
     module, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
     try:
         return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
+    except Exception as e:  # ImportError, AttributeError, and whatever a plugin module raises on import
+        moved = next((new for old, new in _MOVED.items() if spec.startswith(old)), None)
+        if moved:
+            raise DataError(
+                f"cannot import {spec!r}: that module moved to {moved} (see README, Layout)"
+            ) from None
         raise DataError(
             f"cannot import {spec!r} ({e}); check the class_path and that its package is installed"
         ) from None
@@ -47,7 +55,12 @@ def build_task(entry: Mapping[str, Any]) -> Any:
     if not isinstance(entry, Mapping) or "class_path" not in entry:
         raise DataError(f"a task entry needs 'class_path' (and optional 'init_args'), got {entry!r}")
     cls = import_object(str(entry["class_path"]))
-    task = cls(**dict(entry.get("init_args") or {}))
+    try:
+        task = cls(**dict(entry.get("init_args") or {}))
+    except Exception as e:  # a bad init_arg or whatever the task's constructor raises: one line, named
+        raise DataError(
+            f"{entry['class_path']}({dict(entry.get('init_args') or {})}) failed: {type(e).__name__}: {e}"
+        ) from None
     check_task(task)
     return task
 
@@ -60,7 +73,10 @@ def load_tasks_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"tasks file not found: {p}")
-    doc = yaml.safe_load(p.read_text())
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     entries = doc
     if isinstance(doc, dict):
         data = doc.get("data") or {}

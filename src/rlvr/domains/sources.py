@@ -95,6 +95,10 @@ def hub_reachable() -> bool:
     name resolution is bounded too, by running the probe in a thread)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    ):
+        return True  # behind a proxy a direct connect says nothing: let the HF libraries try (and time out)
     try:
         from huggingface_hub import constants
 

