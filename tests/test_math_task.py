@@ -478,3 +478,17 @@ def test_malformed_records(tmp_path, source, record, needle):
     _write_jsonl(tmp_path / f"{split_file}.jsonl.gz", [record])
     task = MathTask(source=source, path=str(tmp_path), num_val=0)
     assert needle in _one_line_error(lambda: task.examples("train"))
+
+
+def test_a_huge_completion_is_judged_on_its_tail_in_bounded_time():
+    import time
+
+    from rlvr.domains.math.verify import MAX_COMPLETION_CHARS, judge_math
+
+    junk = "1 + (" * 500_000  # 2.5 MB of numbers and unbalanced parentheses
+    start = time.perf_counter()
+    j = judge_math(junk + "<answer>\n42\n</answer>", {"answer": "42"})
+    assert time.perf_counter() - start < 5.0
+    assert j.verdict == "correct"
+    lost = judge_math("<answer>42</answer>" + "x" * (MAX_COMPLETION_CHARS + 1), {"answer": "42"})
+    assert lost.verdict != "correct"  # an answer buried before the last MAX_COMPLETION_CHARS is not read

@@ -62,7 +62,7 @@ def test_isolation_is_available_here(pool):
 
 # (name, program, expected status, substring expected in stdout+stderr+reason)
 HOSTILE = [
-    ("busy_loop", "while True: pass", "timeout", "wall time limit"),
+    ("busy_loop", "while True: pass", "timeout", "cpu time limit"),
     ("sleep", "import time; time.sleep(60)", "timeout", "wall time limit"),
     (
         "fork_bomb",
@@ -95,8 +95,12 @@ HOSTILE = [
 @pytest.fixture(scope="module")
 def hostile_results(pool):
     start = time.monotonic()
-    results = pool.run([src for _, src, _, _ in HOSTILE], timeout_s=TIMEOUT)
+    results = pool.run([src for _, src, _, _ in HOSTILE], HOSTILE_LIMITS)
     return dict(zip([h[0] for h in HOSTILE], results)), time.monotonic() - start
+
+
+# CPU limit TIMEOUT; a tight wall backstop (TIMEOUT + 1 s) for the programs that wait instead of computing
+HOSTILE_LIMITS = Limits(timeout_s=TIMEOUT, wall_factor=1.0, wall_extra_s=1.0)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +111,7 @@ def test_hostile_program_verdict(hostile_results, name, expected, needle):
     r = results[name]
     assert r.status == expected, r
     assert needle in r.stdout + r.stderr + r.reason, r
-    assert r.duration_s < TIMEOUT + 1.5, r  # killed promptly, never hangs
+    assert r.duration_s < TIMEOUT + 1.0 + 1.5, r  # killed promptly, never hangs
     assert (
         len(r.stdout) <= Limits().max_output_bytes + 100 and len(r.stderr) <= Limits().max_output_bytes + 100
     )
@@ -360,3 +364,22 @@ def test_worker_uses_current_interpreter():
     with SandboxPool(1) as p:
         r = p.run(["import sys; print(sys.executable, sys.version_info[:2])"])[0]
     assert r.stdout.split()[0] == sys.executable
+
+
+def test_cpu_time_decides_timeouts_on_a_busy_machine(pool):
+    """A program needing 1.5 s of CPU passes a 2 s limit while three busy loops (each its own session, so the
+    scheduler shares the cores evenly) compete for the two cores: it takes well over 2 s of wall time, which a
+    wall-clock limit would have called a timeout. One needing 4 s of CPU still times out."""
+    probe = "import time\nt = time.process_time()\nn = 0\nwhile time.process_time() - t < {s}:\n    n += 1\nprint('done')"
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(3)
+    ]
+    try:
+        time.sleep(0.5)
+        ok, slow = pool.run([probe.format(s=1.5), probe.format(s=4.0)], Limits(timeout_s=2.0))
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert ok.status == "passed" and "done" in ok.stdout and ok.duration_s > 2.0, ok
+    assert slow.status == "timeout" and "cpu time limit" in slow.reason, slow

@@ -19,6 +19,7 @@ What each step buys:
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import resource
 import struct
@@ -213,7 +214,7 @@ def _hide_private_dirs(hidden: list[str], uid_drop: bool) -> list[str]:
 
 
 def set_limits(lim: dict, nproc: int) -> None:
-    cpu = int(lim["timeout_s"]) + 1  # CPU seconds can never exceed wall seconds, so this only backs it up
+    cpu = max(1, math.ceil(lim["timeout_s"]))  # SIGXCPU at the limit, SIGKILL a second later
     for res, value in (
         (resource.RLIMIT_CPU, (cpu, cpu + 1)),
         (resource.RLIMIT_AS, (lim["memory_bytes"],) * 2),

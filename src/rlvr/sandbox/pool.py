@@ -15,7 +15,7 @@ What a program gets (see the worker for how):
   processes that escaped the process group. As root the program runs as an unprivileged uid
   (``uid_base + slot``); otherwise as root of the user namespace with every capability cleared. Always
   ``no_new_privs`` and an empty capability bounding set.
-* **limits**: wall timeout (kills the process group), RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE,
+* **limits**: RLIMIT_CPU per process (decides ``timeout``), a wall-clock backstop (kills everything), RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE,
   RLIMIT_NOFILE, no core files; stdout/stderr captured and capped (head and tail kept), a program printing
   more than 16 MiB is killed; stdin is ``/dev/null``; the environment is scrubbed.
 
@@ -61,7 +61,10 @@ class Limits:
     """Per-program resource limits.
 
     Attributes:
-        timeout_s: wall-clock limit; the whole process group is killed after it (CPU limit = this + 1 s).
+        timeout_s: CPU-time limit of each of the program's processes (RLIMIT_CPU, whole seconds, rounded up):
+            what decides a ``timeout`` verdict, so a verdict does not flip when the machine is busy.
+        wall_factor, wall_extra_s: the wall-clock backstop, ``timeout_s * wall_factor + wall_extra_s``, for a
+            program that waits instead of computing (sleep, a blocking read); the program is killed after it.
         memory_bytes: address-space limit (RLIMIT_AS).
         max_processes: processes and threads the program may have (RLIMIT_NPROC).
         max_file_bytes: largest file it may write (RLIMIT_FSIZE).
@@ -70,6 +73,8 @@ class Limits:
     """
 
     timeout_s: float = 5.0
+    wall_factor: float = 3.0
+    wall_extra_s: float = 2.0
     memory_bytes: int = 1 << 30
     max_processes: int = 64
     max_file_bytes: int = 16 << 20
@@ -125,7 +130,7 @@ class _Worker:
         """Run ``source``; with ``tester``, run it paired (see :meth:`SandboxPool.run`): the tester's program
         is sent only once the worker says the candidate is forked."""
         assert self.proc is not None and self.proc.stdin is not None
-        deadline = time.monotonic() + limits.timeout_s + _GRACE_S
+        deadline = time.monotonic() + limits.timeout_s * limits.wall_factor + limits.wall_extra_s + _GRACE_S
         self._send({"source": source, "limits": asdict(limits), "paired": tester is not None}, deadline)
         if tester is not None:
             if self._recv(deadline).get("forked") is not True:

@@ -21,6 +21,7 @@ import atexit
 import importlib.util
 import io
 import json
+import math
 import os
 import resource
 import select
@@ -191,9 +192,12 @@ def _kill_leftovers(pid: int, ctx: dict) -> None:
         os.waitpid(helper, 0)
 
 
-def _reap(pids: list[int]) -> list[int]:
-    """Wait for the programs (and, as pid 1, for every orphan); returns their wait statuses."""
-    statuses = [os.waitpid(pid, 0)[1] for pid in pids]
+def _reap(pids: list[int]) -> list[tuple[int, float]]:
+    """Wait for the programs (and, as pid 1, for every orphan); returns their (wait status, CPU seconds)."""
+    statuses = []
+    for pid in pids:
+        _, status, usage = os.wait4(pid, 0)
+        statuses.append((status, usage.ru_utime + usage.ru_stime))
     if os.getpid() == 1:
         while True:
             try:
@@ -313,11 +317,12 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
         for fd in own_fds:
             os.close(fd)
         own_fds = []
-        killed = _pump(pids[0], pipes, start + lim["timeout_s"])
+        wall = lim["timeout_s"] * lim["wall_factor"] + lim["wall_extra_s"]
+        killed = _pump(pids[0], pipes, start + wall)
         duration = time.monotonic() - start
         for pid in pids:
             _kill_leftovers(pid, ctx)
-        status = _reap(pids)[0]
+        reaped = _reap(pids)
         pids = []
         _drain(pipes)
     finally:
@@ -331,16 +336,25 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
             shutil.rmtree(d, ignore_errors=True)
         if ctx["iso"]["private_tmp"]:  # nothing a program leaves in /tmp or /dev/shm reaches the next one
             _wipe(["/tmp", "/dev/shm"])
-    code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(reaped[0][0])
+    cpu_limit = max(1, math.ceil(lim["timeout_s"]))
+    # any process of the program (in paired mode the candidate, whose tester then only sees it vanish)
+    out_of_cpu = any(
+        os.WIFSIGNALED(st) and (os.WTERMSIG(st) == signal.SIGXCPU or (os.WTERMSIG(st) == signal.SIGKILL and cpu >= cpu_limit))
+        for st, cpu in reaped
+    )  # fmt: skip
     (stdout, t1), (stderr, t2) = pipes[out_r].text(), pipes[err_r].text()
-    if killed == "wall":
-        verdict, reason = "timeout", f"wall time limit ({lim['timeout_s']:g} s)"
+    if out_of_cpu:
+        verdict, reason = "timeout", f"cpu time limit ({cpu_limit} s)"
+    elif killed == "wall":
+        verdict, reason = (
+            "timeout",
+            f"wall time limit ({wall:g} s, a backstop to the {cpu_limit} s CPU limit)",
+        )
     elif killed == "output":
         verdict, reason = "failed", f"output limit ({MAX_READ_BYTES} bytes)"
     elif code == SETUP_FAILED and stderr.startswith("sandbox setup failed"):
         verdict, reason = "error", stderr.strip()
-    elif code in (-signal.SIGXCPU, -signal.SIGKILL) and duration >= int(lim["timeout_s"]):
-        verdict, reason = "timeout", "cpu time limit"
     elif code == 0:
         verdict, reason = "passed", ""
     else:

@@ -61,6 +61,9 @@ VERIFY_TIMEOUT_S = 2.0
 # interrupt (10^{10^{10}}). MATH-500 gold answers have at most 53 characters, nesting depth 2, no calculus and
 # at most one function name.
 MAX_ANSWER_CHARS = 300
+#: the final answer is looked for in the last this many characters of a completion only (a hostile
+#: 10 MB completion costs the same as a long honest one; format checks still read all of it, in linear time)
+MAX_COMPLETION_CHARS = 20_000
 _MAX_DEPTH = 8
 _MAX_FUNCTIONS = 4
 # A completion repeating a tag more often than this is degenerate; format.py's lazy regexes cost
@@ -91,6 +94,10 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 
 
 # --------------------------------------------------------------------------------------------- extraction
+
+
+def _tail(text: str) -> str:
+    return text[-MAX_COMPLETION_CHARS:]
 
 
 def _degenerate(text: str) -> bool:
@@ -353,9 +360,9 @@ def score_math(
         ``is_number`` looks only at the ``<answer>`` block.
     """
     target = reference.get("ref_len")
-    answer, _ = extract_math_answer(completion)
+    answer, _ = extract_math_answer(_tail(completion))
     correct = answer is not None and answers_match(answer, str(reference["answer"]))
-    tagged = tag_answer(completion)
+    tagged = tag_answer(_tail(completion))
     n = reasoning_words(completion)
     degenerate = _degenerate(completion)
     return {
@@ -384,8 +391,8 @@ def judge_math(
     """
     comps = score_math(completion, reference, lcpo_alpha=lcpo_alpha, lcpo_beta=lcpo_beta)
     gold = str(reference["answer"])
-    answer, path = extract_math_answer(completion)
-    fallback = last_number(completion)
+    answer, path = extract_math_answer(_tail(completion))
+    fallback = last_number(_tail(completion))
     detail = {
         "answer": None if answer is None else answer[:100], "path": path, "gold": gold[:100],
         "formatted": path in FORMATTED_PATHS,
