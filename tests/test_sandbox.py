@@ -383,3 +383,24 @@ def test_cpu_time_decides_timeouts_on_a_busy_machine(pool):
             p.wait()
     assert ok.status == "passed" and "done" in ok.stdout and ok.duration_s > 2.0, ok
     assert slow.status == "timeout" and "cpu time limit" in slow.reason, slow
+
+
+def test_a_worker_survives_a_program_that_buries_its_temp_dir(pool):
+    """A 20,000-deep directory chain and 150,000 files: cleanup is a fresh tmpfs (no recursion in Python),
+    and the next 16 programs all pass on a clean /tmp."""
+    bury = (
+        "import os\n"
+        "for i in range(150_000):\n"
+        "    open(f'f{i}', 'w').close()\n"
+        "for _ in range(20_000):\n"
+        "    os.mkdir('d')\n"
+        "    os.chdir('d')\n"
+        "print('buried')\n"
+    )
+    (buried,) = pool.run([bury], Limits(timeout_s=20))
+    assert buried.status == "passed" and "buried" in buried.stdout, buried
+    probe = "import os\nprint(os.listdir('/tmp') == [os.path.basename(os.getcwd())])"
+    after = pool.run([probe] * 16, timeout_s=5)
+    assert [r.status for r in after] == ["passed"] * 16, after
+    if pool.isolation.get("private_tmp"):
+        assert all(r.stdout.strip() == "True" for r in after), [r.stdout for r in after]

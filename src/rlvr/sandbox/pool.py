@@ -303,10 +303,15 @@ class SandboxPool:
                 self.isolation = self.isolation or worker.info.get("isolation", {})
                 _warn_isolation(worker.info)
             try:
-                return Result(**worker.call(source, limits, tester))
+                res = worker.call(source, limits, tester)
             except Exception as e:  # broken pipe, EOF, timeout, garbage: never the caller's problem
                 worker.kill()  # hung or dead: the next program gets a fresh worker
                 return _error(f"sandbox worker lost: {e}")
+            retire = res.pop("retire", None)
+            if retire:  # its cleanup or bookkeeping failed: this program's result stands, the slot is renewed
+                log.warning("sandbox worker replaced: %s", retire)
+                worker.kill()
+            return Result(**res)
         finally:
             self._idle.put(worker)
 

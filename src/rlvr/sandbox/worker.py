@@ -254,21 +254,20 @@ def _drain(pipes: dict[int, _Capture]) -> None:
             pass
 
 
-def _wipe(dirs: list[str]) -> None:
-    for d in dirs:
-        try:
-            entries = os.listdir(d)
-        except OSError:
-            continue
-        for name in entries:
-            path = os.path.join(d, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+def _clean_up(dirs: list[str], ctx: dict) -> None:
+    """After a program: fresh tmpfs mounts (O(1), see :func:`isolation.fresh_tmpfs`), or without a private
+    tmpfs, remove its directories. Any failure retires this worker (``ctx["retire"]``): the pool replaces
+    it, so the next program runs on a healthy slot."""
+    try:
+        if ctx["iso"]["private_tmp"]:
+            isolation.fresh_tmpfs(ctx["tmpfs_bytes"])
+        else:
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
+            if any(os.path.lexists(d) for d in dirs):
+                ctx["retire"] = f"could not remove {dirs}"
+    except Exception as e:
+        ctx["retire"] = f"cleanup failed: {e!r}"
 
 
 def _fork_child(source: str, tmpdir: str, out_w: int, err_w: int, ctx: dict, lim: dict, channel=None) -> int:
@@ -332,10 +331,7 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
             _reap(pids)
         for fd in [*pipes, *own_fds]:
             os.close(fd)
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        if ctx["iso"]["private_tmp"]:  # nothing a program leaves in /tmp or /dev/shm reaches the next one
-            _wipe(["/tmp", "/dev/shm"])
+        _clean_up(dirs, ctx)
     code = os.waitstatus_to_exitcode(reaped[0][0])
     cpu_limit = max(1, math.ceil(lim["timeout_s"]))
     # any process of the program (in paired mode the candidate, whose tester then only sees it vanish)
@@ -414,7 +410,13 @@ def main() -> None:
     # Non-dumpable (inherited by every child): no program can open another's /proc/<pid>/{mem,fd,environ},
     # nor the zygote's, where a tester's program passes through (paired mode).
     isolation.set_dumpable(False)
-    ctx = {"iso": iso, "run_uid": cfg["run_uid"], "nproc_extra": 0}
+    ctx = {
+        "iso": iso,
+        "run_uid": cfg["run_uid"],
+        "nproc_extra": 0,
+        "tmpfs_bytes": cfg["tmpfs_bytes"],
+        "retire": None,
+    }
     ctx["tmp_base"] = "/tmp" if iso["private_tmp"] else tempfile.mkdtemp(prefix="rlvr-sandbox-")
     if not (iso["uid_drop"] or iso["user_ns"]):
         # RLIMIT_NPROC counts every task of our uid (the trainer's threads too): leave room for them
@@ -434,10 +436,13 @@ def main() -> None:
             fetch = _fetch_tester if req.get("paired") else None
             try:
                 res = run_one(req.pop("source"), req["limits"], ctx, fetch)
-            except Exception as e:  # a zygote bug must not kill the pool slot
+            except Exception as e:  # a zygote bug: answer, then let the pool replace this worker
                 res = dict(status="error", exit_code=None, stdout="", stderr="", duration_s=0.0,
                            reason=f"sandbox worker error: {e!r}", truncated=False)  # fmt: skip
-            _send(1, res)
+                ctx["retire"] = ctx["retire"] or f"sandbox worker error: {e!r}"
+            _send(1, {**res, "retire": ctx["retire"]})
+            if ctx["retire"]:
+                break
     finally:
         if not iso["private_tmp"]:
             shutil.rmtree(ctx["tmp_base"], ignore_errors=True)
