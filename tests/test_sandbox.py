@@ -404,3 +404,25 @@ def test_a_worker_survives_a_program_that_buries_its_temp_dir(pool):
     assert [r.status for r in after] == ["passed"] * 16, after
     if pool.isolation.get("private_tmp"):
         assert all(r.stdout.strip() == "True" for r in after), [r.stdout for r in after]
+
+
+def test_memory_budget_holds_for_the_whole_program(pool):
+    """Six processes of 400 MiB each stay under RLIMIT_AS one by one; the slot's cgroup (memory of all the
+    program's processes together, 1 GiB by default) stops them, and the next program runs normally."""
+    if not pool._all[0].info.get("cgroup"):
+        pytest.skip("no writable cgroup here (needs root and a cgroup v1 memory+pids or a v2 hierarchy)")
+    bomb = (
+        "import os, time\n"
+        "for i in range(6):\n"
+        "    if os.fork() == 0:\n"
+        "        b = bytearray(400 << 20)\n"
+        "        for j in range(0, len(b), 4096):\n"
+        "            b[j] = 1\n"
+        "        time.sleep(3)\n"
+        "        os._exit(0)\n"
+        "for _ in range(6):\n"
+        "    os.wait()\n"
+    )
+    r = pool.run([bomb], Limits(timeout_s=10))[0]
+    assert r.status == "failed" and "memory limit" in r.reason, r
+    assert pool.run(["print(sum(range(10)))"])[0].stdout.strip() == "45"

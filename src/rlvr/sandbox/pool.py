@@ -15,15 +15,19 @@ What a program gets (see the worker for how):
   processes that escaped the process group. As root the program runs as an unprivileged uid
   (``uid_base + slot``); otherwise as root of the user namespace with every capability cleared. Always
   ``no_new_privs`` and an empty capability bounding set.
-* **limits**: RLIMIT_CPU per process (decides ``timeout``), a wall-clock backstop (kills everything), RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE,
-  RLIMIT_NOFILE, no core files; stdout/stderr captured and capped (head and tail kept), a program printing
-  more than 16 MiB is killed; stdin is ``/dev/null``; the environment is scrubbed.
+* **limits**: one memory and task budget for the whole program (its processes, and the tmpfs, memfd and
+  page cache they fill) in the slot's cgroup (:mod:`rlvr.sandbox.cgroups`, v2 or v1); per process
+  RLIMIT_CPU (decides ``timeout``), RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_NOFILE, no core files; a
+  wall-clock backstop kills everything; stdout/stderr captured and capped (head and tail kept), a program
+  printing more than 16 MiB is killed; stdin is ``/dev/null``; the environment is scrubbed. After each
+  program ``/tmp`` and ``/dev/shm`` are fresh tmpfs mounts; a worker whose cleanup fails is replaced.
 
 When namespaces are unavailable (e.g. a container without user namespaces) the pool logs one loud warning
 and still runs programs with rlimits, a private cwd, the timeout and (as root) the uid drop.
 
-Not a defence against kernel exploits; CPU time and memory of concurrent programs are bounded per program,
-not in total. The program runs in a forked interpreter, so it shares the worker's already-imported modules.
+Where no cgroup is writable (not root) the rlimits are the only layer, per process (one warning says so).
+Not a defence against kernel exploits. The program runs in a forked interpreter, so it shares the worker's
+already-imported modules. Code verdicts run paired programs (:meth:`SandboxPool.run` with ``testers``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from rlvr.sandbox.cgroups import slot_cgroup
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,8 @@ class _Worker:
         self.config = {**config, "run_uid": config["uid_base"] + slot}
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
+        self.cgroup = slot_cgroup(f"{os.getpid()}-{slot}") if config["isolate"] else None
+        self.config["cgroup_procs"] = self.cgroup.procs if self.cgroup is not None else []
 
     def start(self) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
@@ -131,12 +139,24 @@ class _Worker:
         is sent only once the worker says the candidate is forked."""
         assert self.proc is not None and self.proc.stdin is not None
         deadline = time.monotonic() + limits.timeout_s * limits.wall_factor + limits.wall_extra_s + _GRACE_S
+        oom_before = 0
+        if self.cgroup is not None:  # one budget for all the program's processes, set before it starts
+            self.cgroup.set_limits(limits.memory_bytes, limits.max_processes)
+            oom_before = self.cgroup.oom_kills()
         self._send({"source": source, "limits": asdict(limits), "paired": tester is not None}, deadline)
         if tester is not None:
             if self._recv(deadline).get("forked") is not True:
                 raise RuntimeError("sandbox worker did not fork the candidate")
             self._send({"tester": tester}, deadline)
-        return self._recv(deadline)
+        res = self._recv(deadline)
+        if (
+            self.cgroup is not None
+            and self.cgroup.oom_kills() > oom_before
+            and res.get("status") != "timeout"
+        ):
+            mib = limits.memory_bytes >> 20
+            res.update(status="failed", reason=f"memory limit ({mib} MiB for all the program's processes)")
+        return res
 
     def _send(self, msg: dict[str, Any], deadline: float) -> None:
         body = json.dumps(msg).encode()
@@ -190,6 +210,10 @@ class _Worker:
                 f.close()
         self.proc = None
 
+    def remove_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
     def stop(self) -> None:
         """Polite shutdown: EOF on its stdin makes the zygote exit (taking its namespace down)."""
         if self.proc is None:
@@ -218,6 +242,10 @@ def _warn_isolation(info: dict[str, Any]) -> None:
         problems.insert(0, "NO network isolation: programs can reach the network")
     if not iso.get("readonly_root"):
         problems.insert(0, "NO read-only filesystem: programs can write wherever their uid may")
+    if not info.get("cgroup"):
+        problems.append(
+            "no writable cgroup: memory and process limits hold per process (rlimits), not per program"
+        )
     if problems and not _warned:
         _warned = True
         log.warning("SANDBOX ISOLATION DEGRADED (logged once): %s", "; ".join(problems))
@@ -323,6 +351,7 @@ class SandboxPool:
         self._executor.shutdown(wait=True)
         for w in self._all:
             w.stop()
+            w.remove_cgroup()
 
     def __enter__(self) -> SandboxPool:
         return self

@@ -406,8 +406,20 @@ def _warm_up() -> None:
     io.TextIOWrapper(io.FileIO(null, "w", closefd=True), encoding="utf-8", errors="backslashreplace").close()
 
 
+def _join_cgroups(procs: list[str]) -> bool:
+    """Enter the slot's cgroups before anything is forked, so every process of every program is counted."""
+    try:
+        for p in procs:
+            with open(p, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError:
+        return False
+    return bool(procs)
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    in_cgroup = _join_cgroups(cfg.get("cgroup_procs") or [])
     iso, warnings = isolation.isolate(cfg)
     # Non-dumpable (inherited by every child): no program can open another's /proc/<pid>/{mem,fd,environ},
     # nor the zygote's, where a tester's program passes through (paired mode).
@@ -432,7 +444,7 @@ def main() -> None:
     import gc
 
     gc.freeze()  # keep the zygote's objects out of the children's collections (fewer copied pages)
-    _send(1, {"isolation": iso, "warnings": warnings, "pid": os.getpid()})
+    _send(1, {"isolation": iso, "warnings": warnings, "pid": os.getpid(), "cgroup": in_cgroup})
     try:
         while (req := _recv(0)) is not None:
             fetch = _fetch_tester if req.get("paired") else None
