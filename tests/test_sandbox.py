@@ -426,3 +426,40 @@ def test_memory_budget_holds_for_the_whole_program(pool):
     r = pool.run([bomb], Limits(timeout_s=10))[0]
     assert r.status == "failed" and "memory limit" in r.reason, r
     assert pool.run(["print(sum(range(10)))"])[0].stdout.strip() == "45"
+
+
+SYSCALLS = {  # name -> x86-64 number, args
+    "unshare(CLONE_NEWUSER)": (272, (0x10000000,)),
+    "unshare(CLONE_NEWNET)": (272, (0x40000000,)),
+    "clone(CLONE_NEWUSER)": (56, (0x10000000 | 17, 0, 0, 0, 0)),
+    "setns": (308, (0, 0)),
+    "mount": (165, (0, 0, 0, 0, 0)),
+    "chroot": (161, (0,)),
+    "ptrace": (101, (0, 0, 0, 0)),
+    "process_vm_readv": (310, (1, 0, 0, 0, 0, 0)),
+    "bpf": (321, (0, 0, 0)),
+    "keyctl": (250, (0, 0, 0, 0, 0)),
+    "io_uring_setup": (425, (1, 0)),
+    "userfaultfd": (323, (0,)),
+    "perf_event_open": (298, (0, 0, -1, -1, 0)),
+}
+
+
+def test_seccomp_denies_namespaces_mounts_tracing_and_kernel_surface(pool):
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("syscall numbers below are x86-64's")
+    if not pool.isolation.get("seccomp"):
+        pytest.skip("no seccomp here (pyseccomp or libseccomp missing)")
+    template = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "rc = libc.syscall({nr}, *[ctypes.c_long(a) for a in {args}])\nprint(rc, ctypes.get_errno())"
+    )
+    programs = [template.format(nr=nr, args=args) for nr, args in SYSCALLS.values()]
+    ordinary = "import os, threading\nt = threading.Thread(target=print, args=('thread',))\nt.start(); t.join()\n" \
+               "pid = os.fork()\nif pid == 0:\n    os._exit(7)\nprint(os.waitpid(pid, 0)[1] >> 8)"  # fmt: skip
+    *denied, ok = pool.run([*programs, ordinary], timeout_s=5)
+    for name, r in zip(SYSCALLS, denied):
+        assert r.status == "passed" and r.stdout.split() == ["-1", "1"], (name, r)  # -1, EPERM
+    assert ok.status == "passed" and ok.stdout.split() == ["thread", "7"], ok

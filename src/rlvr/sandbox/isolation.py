@@ -245,8 +245,12 @@ def set_dumpable(on: bool) -> None:
     _check(_libc.prctl(PR_SET_DUMPABLE, int(on), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
-def drop_privileges(ctx: dict) -> None:
+def set_no_new_privs() -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+
+
+def drop_privileges(ctx: dict) -> None:
+    set_no_new_privs()
     if ctx["iso"]["uid_drop"]:
         uid = ctx["run_uid"]
         os.setgroups([])
@@ -272,3 +276,40 @@ def count_tasks(uid: int) -> int:
         except (OSError, ValueError, KeyError):
             continue
     return n
+
+
+#: namespace flags of clone(2) (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET)
+CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+#: syscalls a program never needs and an escape would: namespaces, mounts, tracing other processes, kernel
+#: attack surface (bpf, io_uring, userfaultfd, perf, keyrings), modules and the machine itself
+DENIED_SYSCALLS = (
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen",
+    "fsmount", "fsconfig", "fspick", "mount_setattr", "ptrace", "process_vm_readv", "process_vm_writev",
+    "bpf", "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "userfaultfd", "perf_event_open", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module", "reboot", "swapon", "swapoff", "acct",
+)  # fmt: skip
+
+
+def seccomp_filter() -> bool:
+    """Install the program's seccomp filter (libseccomp via ``pyseccomp``): every :data:`DENIED_SYSCALLS` and
+    clone(2) with any namespace flag fail with EPERM; clone3 fails with ENOSYS (its flags are out of the
+    filter's reach; glibc then falls back to clone). Needs ``no_new_privs`` (set by :func:`drop_privileges`).
+    Returns False where libseccomp or pyseccomp is missing (the pool warns once)."""
+    try:
+        import pyseccomp as sc
+    except (ImportError, OSError):
+        return False
+    import errno
+
+    f = sc.SyscallFilter(defaction=sc.ALLOW)
+    for name in DENIED_SYSCALLS:
+        try:
+            f.add_rule(sc.ERRNO(errno.EPERM), name)
+        except (ValueError, RuntimeError, OSError):  # a syscall this kernel / libseccomp does not know
+            pass
+    for flag in CLONE_NAMESPACE_FLAGS:
+        f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    f.load()
+    return True

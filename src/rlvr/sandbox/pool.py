@@ -242,6 +242,8 @@ def _warn_isolation(info: dict[str, Any]) -> None:
         problems.insert(0, "NO network isolation: programs can reach the network")
     if not iso.get("readonly_root"):
         problems.insert(0, "NO read-only filesystem: programs can write wherever their uid may")
+    if not iso.get("seccomp"):
+        problems.append("no seccomp filter (pyseccomp/libseccomp missing): programs may create namespaces")
     if not info.get("cgroup"):
         problems.append(
             "no writable cgroup: memory and process limits hold per process (rlimits), not per program"

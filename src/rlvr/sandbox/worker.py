@@ -108,6 +108,8 @@ def _run_child(
         isolation.set_limits(lim, lim["max_processes"] + ctx["nproc_extra"])
         isolation.drop_privileges(ctx)
         isolation.set_dumpable(False)  # again: a uid drop resets it
+        if ctx["seccomp"] and not isolation.seccomp_filter():
+            raise OSError("seccomp filter unavailable in this child")
         os.environ.clear()
         os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=tmpdir, TMPDIR=tmpdir, LANG="C.UTF-8")
     except BaseException as e:  # never run a program we could not isolate
@@ -406,6 +408,18 @@ def _warm_up() -> None:
     io.TextIOWrapper(io.FileIO(null, "w", closefd=True), encoding="utf-8", errors="backslashreplace").close()
 
 
+def _seccomp_works() -> bool:
+    """Whether the seccomp filter can be installed here (tried once, in a throwaway child)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            isolation.set_no_new_privs()
+            os._exit(0 if isolation.seccomp_filter() else 1)
+        except BaseException:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def _join_cgroups(procs: list[str]) -> bool:
     """Enter the slot's cgroups before anything is forked, so every process of every program is counted."""
     try:
@@ -425,6 +439,7 @@ def main() -> None:
     # nor the zygote's, where a tester's program passes through (paired mode).
     isolation.set_dumpable(False)
     ctx = {
+        "seccomp": _seccomp_works(),
         "iso": iso,
         "run_uid": cfg["run_uid"],
         "nproc_extra": 0,
@@ -444,6 +459,7 @@ def main() -> None:
     import gc
 
     gc.freeze()  # keep the zygote's objects out of the children's collections (fewer copied pages)
+    iso["seccomp"] = ctx["seccomp"]
     _send(1, {"isolation": iso, "warnings": warnings, "pid": os.getpid(), "cgroup": in_cgroup})
     try:
         while (req := _recv(0)) is not None:
