@@ -21,6 +21,7 @@ from rlvr.sandbox import pool as sandbox
 from rlvr.sandbox.pool import Limits, SandboxPool, run_programs
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 TIMEOUT = 2.0
 ROOT = os.geteuid() == 0
 
@@ -463,3 +464,40 @@ def test_seccomp_denies_namespaces_mounts_tracing_and_kernel_surface(pool):
     for name, r in zip(SYSCALLS, denied):
         assert r.status == "passed" and r.stdout.split() == ["-1", "1"], (name, r)  # -1, EPERM
     assert ok.status == "passed" and ok.stdout.split() == ["thread", "7"], ok
+
+
+def test_a_program_sees_only_the_interpreter_and_its_temp_dir(pool, tmp_path):
+    """No host configuration or state, no homes, no project or data folders, no host unix sockets."""
+    if not (pool.isolation.get("mount_ns") and pool.isolation.get("readonly_root")):
+        pytest.skip("no mount namespace here")
+    import socket
+
+    sock_dir = REPO / f".sandbox-test-{os.getpid()}"
+    sock_dir.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_dir / "s"))
+    server.listen(1)
+    probe = (
+        "import os, socket\n"
+        "for d in ('/etc', '/var', '/run', '/opt', '/srv', '/home'):\n"
+        "    print(d, os.path.isdir(d) and os.listdir(d))\n"
+        f"print('data', os.path.exists({str(SHARED_DATA)!r}), 'tests', os.path.exists({str(REPO / 'tests')!r}))\n"
+        "c = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    c.connect({str(sock_dir / 's')!r}); print('connected')\n"
+        "except OSError as e:\n"
+        "    print('refused', type(e).__name__)\n"
+        "import json, decimal, sqlite3\nprint('stdlib ok')\n"
+    )
+    try:
+        r = pool.run([probe], timeout_s=5)[0]
+    finally:
+        server.close()
+        (sock_dir / "s").unlink()
+        sock_dir.rmdir()
+    lines = r.stdout.splitlines()
+    assert r.status == "passed", r
+    assert all(ln.endswith((" []", " False")) for ln in lines[:6]), lines  # empty (or absent on this host)
+    assert (
+        lines[6] == "data False tests False" and lines[7].startswith("refused") and lines[8] == "stdlib ok"
+    ), lines

@@ -298,7 +298,7 @@ def seccomp_filter() -> bool:
     Returns False where libseccomp or pyseccomp is missing (the pool warns once)."""
     try:
         import pyseccomp as sc
-    except (ImportError, OSError):
+    except (ImportError, OSError, RuntimeError):
         return False
     import errno
 

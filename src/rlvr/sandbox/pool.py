@@ -6,10 +6,14 @@ What a program gets (see the worker for how):
 
 * **network**: none. The worker lives in a new network namespace (only a downed loopback): every connect
   fails. As root this is ``unshare(CLONE_NEWNET)``; as another user a user namespace is created first.
-* **filesystem**: every mount is read-only (a private mount namespace, ``mount_setattr``); writable are only
-  the program's temp dir (its cwd and ``$HOME``, removed afterwards) in a private size-capped tmpfs on
-  ``/tmp``, and a private ``/dev/shm`` (both wiped after every program). The project and the host's
-  ``/tmp`` cannot be written; home directories (``/root``, ``/home``, ``~``: keys, tokens) look empty.
+* **filesystem**: every mount is read-only (a private mount namespace, ``mount_setattr``). A program sees the
+  interpreter (stdlib, venv, site-packages), the system libraries under ``/usr`` and ``/lib``, a fresh
+  ``/proc`` of its own pid namespace (no parent's ``/proc/<pid>``), and its own temp dir: writable only that
+  dir (its cwd and ``$HOME``) in a private size-capped tmpfs on ``/tmp``, and a private ``/dev/shm``, both
+  fresh for every program. Empty to it (:data:`HIDDEN_DIRS`): ``/etc``, ``/var``, ``/run`` (and the host unix
+  sockets there), ``/home``, ``/root``, ``~``, ``/opt``, ``/srv``, ``/mnt``, ``/media``, the trainer's working
+  directory and the folder around the rlvr checkout (project, data, runs) — except the interpreter's own
+  directories inside them. Abstract unix sockets belong to the network namespace, which is new.
 * **processes**: a pid namespace per worker (programs cannot see or signal the trainer; its init, the
   zygote, cannot be killed from inside). After each program everything left in it is killed, including
   processes that escaped the process group. As root the program runs as an unprivileged uid
@@ -25,9 +29,8 @@ What a program gets (see the worker for how):
 When namespaces are unavailable (e.g. a container without user namespaces) the pool logs one loud warning
 and still runs programs with rlimits, a private cwd, the timeout and (as root) the uid drop.
 
-Where no cgroup is writable (not root) the rlimits are the only layer, per process (one warning says so).
-Not a defence against kernel exploits. The program runs in a forked interpreter, so it shares the worker's
-already-imported modules. Code verdicts run paired programs (:meth:`SandboxPool.run` with ``testers``).
+Without a writable cgroup (not root) the rlimits are the only layer, per process (one warning says so). Not a
+defence against kernel exploits. Programs run in a forked interpreter (the worker's imported modules).
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 #: modules imported once in each worker so programs using them pay nothing to import them
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
            "traceback", "operator", "copy", "random", "statistics", "fractions", "decimal", "datetime", "io")  # fmt: skip
+#: what programs see empty: homes (keys, tokens, caches), host configuration and state (/etc, /var, /run and
+#: the unix sockets in them), optional trees, the trainer's working directory and the folder around the rlvr
+#: checkout (project, data, runs). The interpreter's own directories inside any of them stay visible.
+_CHECKOUT = str(Path(__file__).resolve().parents[3])
+HIDDEN_DIRS = ("/root", "/home", "~", "/etc", "/var", "/run", "/opt", "/srv", "/mnt", "/media", ".",
+               os.path.dirname(_CHECKOUT))  # fmt: skip
 _GRACE_S = 10.0  # how long after a program's own timeout the pool waits before declaring the worker hung
 _warned = False  # the "no isolation" warning is logged once per process, not once per worker
 
@@ -262,8 +271,9 @@ class SandboxPool:
             the timeout, the private cwd and, as root, the uid drop (a warning is logged).
         uid_base: as root, slot ``i`` runs programs as uid ``uid_base + i`` (an otherwise unused uid range).
         tmpfs_bytes: size of each worker's private ``/tmp`` (all temp dirs of its programs).
-        hidden_dirs: directories programs see empty (``~`` expands to the trainer's home): keys, tokens and
-            caches live there. The interpreter's own directories inside them stay visible.
+        hidden_dirs: directories programs see empty (``~`` expands to the trainer's home, ``.`` is its working
+            directory); default :data:`HIDDEN_DIRS`. The interpreter's own directories inside them stay
+            visible.
 
     Workers start lazily on first use and are restarted after a crash or a hang. A process that forks after
     creating a pool must create its own (the pool refuses to run from another pid).
@@ -276,14 +286,14 @@ class SandboxPool:
         isolate: bool = True,
         uid_base: int = 64000,
         tmpfs_bytes: int = 256 << 20,
-        hidden_dirs: Sequence[str] = ("/root", "/home", "~"),
+        hidden_dirs: Sequence[str] | None = None,
     ) -> None:
         self.workers = workers or _cpu_count()
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._pid = os.getpid()
         config = dict(isolate=isolate, uid=os.getuid(), gid=os.getgid(), uid_base=uid_base, tmpfs_bytes=tmpfs_bytes,
-                      preload=PRELOAD, hidden_dirs=[os.path.expanduser(d) for d in hidden_dirs])  # fmt: skip
+                      preload=PRELOAD, hidden_dirs=[os.path.expanduser(d) for d in (hidden_dirs or HIDDEN_DIRS)])  # fmt: skip
         self._all = [_Worker(slot, config) for slot in range(self.workers)]
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for w in self._all:

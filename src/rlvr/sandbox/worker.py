@@ -409,7 +409,12 @@ def _warm_up() -> None:
 
 
 def _seccomp_works() -> bool:
-    """Whether the seccomp filter can be installed here (tried once, in a throwaway child)."""
+    """Whether the seccomp filter can be installed here (tried once, in a throwaway child). Imports
+    pyseccomp here, in the zygote, so every child finds it (and libseccomp) loaded."""
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, OSError, RuntimeError):  # RuntimeError: "Unable to find libseccomp"
+        return False
     pid = os.fork()
     if pid == 0:
         try:
@@ -434,12 +439,13 @@ def _join_cgroups(procs: list[str]) -> bool:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     in_cgroup = _join_cgroups(cfg.get("cgroup_procs") or [])
+    seccomp = _seccomp_works()  # before isolating: libseccomp is found through /etc/ld.so.cache
     iso, warnings = isolation.isolate(cfg)
     # Non-dumpable (inherited by every child): no program can open another's /proc/<pid>/{mem,fd,environ},
     # nor the zygote's, where a tester's program passes through (paired mode).
     isolation.set_dumpable(False)
     ctx = {
-        "seccomp": _seccomp_works(),
+        "seccomp": seccomp,
         "iso": iso,
         "run_uid": cfg["run_uid"],
         "nproc_extra": 0,
