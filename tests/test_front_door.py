@@ -264,7 +264,9 @@ def test_evaluate_with_an_unreachable_hub_id_is_one_line_in_seconds(shared_data,
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, (proc.returncode, proc.stderr[-2000:])
     assert err[0].startswith("rlvr evaluate: error: cannot load model 'some-org/no-such-model'"), err
-    assert wall < 35.0, wall  # imports of torch, transformers and datasets included; the retry path took > 45 s
+    assert wall < 35.0, (
+        wall
+    )  # imports of torch, transformers and datasets included; the retry path took > 45 s
     assert not (tmp_path / "runs").exists()  # nothing written for a run that never started
 
 
