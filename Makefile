@@ -53,6 +53,7 @@ lint: $(STAMP) ## ruff lint + format check
 
 bench: $(STAMP) ## speed benchmarks (ratios against references measured in the same run)
 	$(PY) benchmarks/bench_sandbox.py
+	$(PY) benchmarks/soak_sandbox.py
 	$(PY) benchmarks/bench_sql.py
 	$(PY) benchmarks/bench_rollout.py
 
