@@ -291,16 +291,20 @@ DENIED_SYSCALLS = (
 )  # fmt: skip
 
 
-def seccomp_filter() -> bool:
-    """Install the program's seccomp filter (libseccomp via ``pyseccomp``): every :data:`DENIED_SYSCALLS` and
-    clone(2) with any namespace flag fail with EPERM; clone3 fails with ENOSYS (its flags are out of the
-    filter's reach; glibc then falls back to clone). Needs ``no_new_privs`` (set by :func:`drop_privileges`).
-    Returns False where libseccomp or pyseccomp is missing (the pool warns once)."""
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def seccomp_program() -> bytes | None:
+    """The compiled BPF of the programs' seccomp filter (libseccomp via ``pyseccomp``), built once per worker:
+    every :data:`DENIED_SYSCALLS` and clone(2) with any namespace flag fail with EPERM; clone3 fails with
+    ENOSYS (its flags are out of the filter's reach; glibc then falls back to clone). ``None`` where
+    libseccomp or pyseccomp is missing (the pool warns once)."""
     try:
         import pyseccomp as sc
     except (ImportError, OSError, RuntimeError):
-        return False
+        return None
     import errno
+    import tempfile
 
     f = sc.SyscallFilter(defaction=sc.ALLOW)
     for name in DENIED_SYSCALLS:
@@ -311,5 +315,16 @@ def seccomp_filter() -> bool:
     for flag in CLONE_NAMESPACE_FLAGS:
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    f.load()
-    return True
+    with tempfile.TemporaryFile() as out:
+        f.export_bpf(out)
+        out.seek(0)
+        return out.read()
+
+
+def load_seccomp(bpf: bytes) -> None:
+    """Install a compiled filter in this process (needs ``no_new_privs``): one prctl, no libseccomp call."""
+    if not bpf or len(bpf) % 8:
+        raise OSError("malformed seccomp program")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = struct.pack("HxxxxxxP", len(bpf) // 8, ctypes.addressof(buf))  # struct sock_fprog {u16 len; ptr}
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_char_p(prog), 0, 0), "prctl(SECCOMP)")

@@ -108,8 +108,8 @@ def _run_child(
         isolation.set_limits(lim, lim["max_processes"] + ctx["nproc_extra"])
         isolation.drop_privileges(ctx)
         isolation.set_dumpable(False)  # again: a uid drop resets it
-        if ctx["seccomp"] and not isolation.seccomp_filter():
-            raise OSError("seccomp filter unavailable in this child")
+        if ctx["seccomp"]:
+            isolation.load_seccomp(ctx["seccomp"])
         os.environ.clear()
         os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=tmpdir, TMPDIR=tmpdir, LANG="C.UTF-8")
     except BaseException as e:  # never run a program we could not isolate
@@ -408,21 +408,24 @@ def _warm_up() -> None:
     io.TextIOWrapper(io.FileIO(null, "w", closefd=True), encoding="utf-8", errors="backslashreplace").close()
 
 
-def _seccomp_works() -> bool:
-    """Whether the seccomp filter can be installed here (tried once, in a throwaway child). Imports
-    pyseccomp here, in the zygote, so every child finds it (and libseccomp) loaded."""
+def _seccomp_program() -> bytes | None:
+    """The programs' compiled seccomp filter, built once here (before isolation: libseccomp is found through
+    /etc/ld.so.cache) and tried in a throwaway child; ``None`` where it cannot be installed."""
     try:
-        import pyseccomp  # noqa: F401
-    except (ImportError, OSError, RuntimeError):  # RuntimeError: "Unable to find libseccomp"
-        return False
+        bpf = isolation.seccomp_program()
+    except Exception:
+        return None
+    if bpf is None:
+        return None
     pid = os.fork()
     if pid == 0:
         try:
             isolation.set_no_new_privs()
-            os._exit(0 if isolation.seccomp_filter() else 1)
+            isolation.load_seccomp(bpf)
+            os._exit(0)
         except BaseException:
             os._exit(1)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    return bpf if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 else None
 
 
 def _join_cgroups(procs: list[str]) -> bool:
@@ -439,7 +442,7 @@ def _join_cgroups(procs: list[str]) -> bool:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     in_cgroup = _join_cgroups(cfg.get("cgroup_procs") or [])
-    seccomp = _seccomp_works()  # before isolating: libseccomp is found through /etc/ld.so.cache
+    seccomp = _seccomp_program()
     iso, warnings = isolation.isolate(cfg)
     # Non-dumpable (inherited by every child): no program can open another's /proc/<pid>/{mem,fd,environ},
     # nor the zygote's, where a tester's program passes through (paired mode).
@@ -465,7 +468,7 @@ def main() -> None:
     import gc
 
     gc.freeze()  # keep the zygote's objects out of the children's collections (fewer copied pages)
-    iso["seccomp"] = ctx["seccomp"]
+    iso["seccomp"] = ctx["seccomp"] is not None
     _send(1, {"isolation": iso, "warnings": warnings, "pid": os.getpid(), "cgroup": in_cgroup})
     try:
         while (req := _recv(0)) is not None:
