@@ -501,3 +501,25 @@ def test_a_program_sees_only_the_interpreter_and_its_temp_dir(pool, tmp_path):
     assert (
         lines[6] == "data False tests False" and lines[7].startswith("refused") and lines[8] == "stdlib ok"
     ), lines
+
+
+def test_cpu_budget_holds_for_the_whole_program(pool):
+    """Four forked busy loops stay under RLIMIT_CPU one by one (2 s each, 8 s in all); the slot's CPU budget
+    (timeout_s for all the program's processes) stops the program at about 2 s of CPU."""
+    if not pool._all[0].config.get("cpu_usage"):
+        pytest.skip("no cpuacct / cpu.stat in a writable cgroup here")
+    spin = (
+        "import os, time\n"
+        "for _ in range(4):\n"
+        "    if os.fork() == 0:\n"
+        "        t = time.process_time()\n"
+        "        while time.process_time() - t < 1.8:\n"
+        "            pass\n"
+        "        os._exit(0)\n"
+        "for _ in range(4):\n"
+        "    os.wait()\n"
+        "print('all children done')\n"
+    )
+    r = pool.run([spin], Limits(timeout_s=2.0))[0]
+    assert r.status == "timeout" and "all the program's processes" in r.reason, r
+    assert "all children done" not in r.stdout

@@ -1,10 +1,11 @@
-"""One cgroup per sandbox slot: a memory and a process budget for everything a program runs.
+"""One cgroup per sandbox slot: a memory, a process and a CPU budget for everything a program runs.
 
 RLIMIT_AS and RLIMIT_NPROC bound each process; a program that forks 64 processes of 1 GiB each would still
 take 64 GiB. The slot's cgroup bounds them together: memory (every process, and the tmpfs, memfd and page
 cache pages they create, which are charged to the cgroup that touches them) and the number of tasks. The
 worker joins its cgroup before it forks anything, so the zygote and every program of the slot are in it;
-the pool sets the memory budget before each program (``Limits.memory_bytes`` plus the zygote's share).
+the pool sets the memory budget before each program (``Limits.memory_bytes`` plus the zygote's share), and
+the worker kills a program whose processes together used more CPU than its budget (cpuacct / cpu.stat).
 
 cgroup v2 (``/sys/fs/cgroup/cgroup.controllers``) and v1 (``/sys/fs/cgroup/{memory,pids}``) are both
 supported. Where neither is writable (not root, a read-only cgroupfs) :func:`slot_cgroup` returns ``None``
@@ -32,6 +33,13 @@ class SlotCgroup:
     @property
     def procs(self) -> list[str]:
         return sorted({str(d / "cgroup.procs") for d in self.dirs.values()})
+
+    @property
+    def cpu_usage(self) -> str | None:
+        """The file holding the CPU time of every process in the cgroup (the worker polls it)."""
+        if self.v2:
+            return str(self.dirs["memory"] / "cpu.stat")
+        return str(self.dirs["cpuacct"] / "cpuacct.usage") if "cpuacct" in self.dirs else None
 
     def set_limits(self, memory_bytes: int, max_tasks: int) -> None:
         mem = memory_bytes + ZYGOTE_BYTES
@@ -82,9 +90,11 @@ def slot_cgroup(name: str) -> SlotCgroup | None:
             d.mkdir(exist_ok=True)
             return SlotCgroup({"memory": d, "pids": d}, v2=True)
         dirs = {}
-        for controller in ("memory", "pids"):
+        for controller in ("memory", "pids", "cpuacct"):
             base = ROOT / controller
             if not (base / "cgroup.procs").is_file():
+                if controller == "cpuacct":  # optional: without it CPU is bounded per process only
+                    continue
                 return None
             d = base / "rlvr-sandbox" / name
             d.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,7 @@ class _Worker:
         self.info: dict[str, Any] = {}
         self.cgroup = slot_cgroup(f"{os.getpid()}-{slot}") if config["isolate"] else None
         self.config["cgroup_procs"] = self.cgroup.procs if self.cgroup is not None else []
+        self.config["cpu_usage"] = self.cgroup.cpu_usage if self.cgroup is not None else None
 
     def start(self) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}

@@ -211,8 +211,25 @@ def _reap(pids: list[int]) -> list[tuple[int, float]]:
     return statuses
 
 
-def _pump(pid: int, pipes: dict[int, _Capture], deadline: float) -> str:
-    """Read the program's output until it exits; returns ``""``, ``"wall"`` or ``"output"`` (why killed)."""
+def _cpu_seconds(path: str | None) -> float | None:
+    """CPU time of every process in the slot's cgroup so far (cgroup v1 cpuacct.usage or v2 cpu.stat)."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if path.endswith("cpuacct.usage"):
+        return int(text) / 1e9
+    usage = next((line.split()[1] for line in text.splitlines() if line.startswith("usage_usec")), None)
+    return int(usage) / 1e6 if usage is not None else None
+
+
+def _pump(pid: int, pipes: dict[int, _Capture], deadline: float, cpu: tuple[str, float] | None = None) -> str:
+    """Read the program's output until it exits; returns ``""``, ``"wall"``, ``"output"`` or ``"cpu"`` (why
+    killed). ``cpu`` = (usage file, limit in CPU seconds): the whole program's CPU budget, polled."""
+    cpu_start = _cpu_seconds(cpu[0]) if cpu else None
     try:
         pidfd: int | None = os.pidfd_open(pid)
     except (AttributeError, OSError):  # Linux < 5.3: poll the child's state every 5 ms instead
@@ -228,6 +245,11 @@ def _pump(pid: int, pipes: dict[int, _Capture], deadline: float) -> str:
             if left <= 0:
                 return "wall"
             wait_ms = max(1, int(left * 1000)) if pidfd is not None else min(5, max(1, int(left * 1000)))
+            if cpu_start is not None:
+                wait_ms = min(wait_ms, 20)
+                used = _cpu_seconds(cpu[0])
+                if used is not None and used - cpu_start > cpu[1]:
+                    return "cpu"
             exited = False
             for fd, _ in poller.poll(wait_ms):
                 if fd == pidfd:
@@ -321,7 +343,9 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
             os.close(fd)
         own_fds = []
         wall = lim["timeout_s"] * lim["wall_factor"] + lim["wall_extra_s"]
-        killed = _pump(pids[0], pipes, start + wall)
+        # the whole program's CPU budget (its forks, and in paired mode candidate and tester together)
+        budget = lim["timeout_s"] * len(pids) + 0.5
+        killed = _pump(pids[0], pipes, start + wall, (ctx["cpu_usage"], budget) if ctx["cpu_usage"] else None)
         duration = time.monotonic() - start
         for pid in pids:
             _kill_leftovers(pid, ctx)
@@ -346,6 +370,8 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
     (stdout, t1), (stderr, t2) = pipes[out_r].text(), pipes[err_r].text()
     if out_of_cpu:
         verdict, reason = "timeout", f"cpu time limit ({cpu_limit} s)"
+    elif killed == "cpu":
+        verdict, reason = "timeout", f"cpu time limit ({budget:g} s for all the program's processes)"
     elif killed == "wall":
         verdict, reason = (
             "timeout",
@@ -453,6 +479,7 @@ def main() -> None:
         "run_uid": cfg["run_uid"],
         "nproc_extra": 0,
         "tmpfs_bytes": cfg["tmpfs_bytes"],
+        "cpu_usage": cfg.get("cpu_usage") if in_cgroup else None,
         "retire": None,
     }
     ctx["tmp_base"] = "/tmp" if iso["private_tmp"] else tempfile.mkdtemp(prefix="rlvr-sandbox-")
