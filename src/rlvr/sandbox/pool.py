@@ -131,9 +131,8 @@ class _Worker:
         self.config = {**config, "run_uid": config["uid_base"] + slot}
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
-        self.cgroup = slot_cgroup(f"{os.getpid()}-{slot}") if config["isolate"] else None
-        self.config["cgroup_procs"] = self.cgroup.procs if self.cgroup is not None else []
-        self.config["cpu_usage"] = self.cgroup.cpu_usage if self.cgroup is not None else None
+        self.cgroup = cg = slot_cgroup(f"{os.getpid()}-{slot}") if config["isolate"] else None
+        self.config.update(cgroup_procs=cg.procs if cg else [], cpu_usage=cg.cpu_usage if cg else None)
 
     def start(self) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
