@@ -125,17 +125,13 @@ def build_programs(candidate: str, reference: Mapping[str, Any], nonce: str) -> 
     MBPP: the tester runs ``setup_code`` and each assert as a unit. HumanEval: the tester runs the prompt's
     preamble (imports and helper functions, from the reference: trusted) and ``test``, then one unit
     ``check(<entry_point>)``. The candidate program holds the completion (and MBPP's setup) only."""
-    setup = reference.get("setup_code") or ""
-    entry = reference.get("entry_point") if "tests" not in reference else None
-    if "tests" in reference:
-        test_setup, units = setup, list(reference["tests"])
-    else:
-        prompt = reference.get("prompt")
-        preamble = prompt_preamble(prompt, entry) if prompt and entry else ""
-        test_setup, units = preamble + "\n" + setup + "\n" + reference["test"], [f"check({entry})"]
+    test_setup, units = reference_units(reference)
+    entry = None if "tests" in reference else reference["entry_point"]
+    if entry and reference.get("prompt"):  # the prompt's helpers (poly, encode_cyclic) come from the dataset
+        test_setup = prompt_preamble(reference["prompt"], entry) + "\n" + test_setup
     proxies, imports, units = tester_names(candidate, test_setup, units, entry)
     tester = tester_program(imports + "\n" + test_setup, units, proxies, nonce)
-    return candidate_program(candidate, setup), tester
+    return candidate_program(candidate, reference.get("setup_code") or ""), tester
 
 
 def parse_report(stdout: str, nonce: str, total: int) -> tuple[dict[int, str], bool]:
