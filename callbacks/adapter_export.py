@@ -29,6 +29,10 @@ class AdapterExport(L.Callback):
             return Path(self.dirpath)
         return Path(trainer.log_dir or trainer.default_root_dir) / "export"
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # trainer.log_dir is a collective under DDP: resolve it here, on every rank, never in rank 0 alone
+        self.target = self._target(trainer)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
@@ -39,7 +43,7 @@ class AdapterExport(L.Callback):
 
     @rank_zero_only
     def export(self, trainer, pl_module) -> None:
-        target = self._target(trainer)
+        target = getattr(self, "target", None) or self._target(trainer)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
         try:

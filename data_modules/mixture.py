@@ -47,11 +47,12 @@ class MixtureStream(IterableDataset):
     """An endless, seeded stream of examples drawn from several tasks by probability.
 
     Every task is walked through a fresh seeded permutation per pass, so no example repeats before its task's
-    data is exhausted. The position is a plain dict (``state_dict``) for resuming; under DDP each rank takes
-    every world_size-th draw.
+    data is exhausted. The position is a plain dict (``state``) for resuming. Under DDP the stream advances
+    in rounds of world-size draws and each rank yields its own draw of a round, so after every yield the
+    position is the same on every rank (one saved position resumes them all, at any world size).
     """
 
-    def __init__(self, data: Mapping[str, Sequence[Example]], probs: Mapping[str, float], seed: int):
+    def __init__(self, data: Mapping[str, Sequence[Example]], probs: Mapping[str, float], seed: int | str):
         self.data, self.probs, self.seed = data, probs, seed
         self.state: dict[str, Any] = {"draws": 0, "cursor": {n: 0 for n in data}}
 
@@ -61,23 +62,41 @@ class MixtureStream(IterableDataset):
         return order
 
     def __iter__(self) -> Iterator[Example]:
-        rank, world = _rank_world()
         names = sorted(self.probs)
         weights = [self.probs[n] for n in names]
         orders: dict[tuple[str, int], list[int]] = {}
         while True:
-            k = self.state["draws"]
-            task = random.Random(f"{self.seed}/draw/{k}").choices(names, weights)[0]
-            cur = self.state["cursor"][task]
-            size = len(self.data[task])
-            epoch, pos = divmod(cur, size)
-            if (task, epoch) not in orders:
-                orders = {key: v for key, v in orders.items() if key[0] != task}  # keep one pass per task
-                orders[(task, epoch)] = self._order(task, epoch)
-            self.state["draws"] = k + 1
-            self.state["cursor"][task] = cur + 1
-            if k % world == rank:
-                yield self.data[task][orders[(task, epoch)][pos]]
+            rank, world = _rank_world()
+            mine = None
+            for _ in range(world):  # one round: every rank's draw, this rank keeps its own
+                k = self.state["draws"]
+                task = random.Random(f"{self.seed}/draw/{k}").choices(names, weights)[0]
+                cur = self.state["cursor"][task]
+                epoch, pos = divmod(cur, len(self.data[task]))
+                if (task, epoch) not in orders:
+                    orders = {key: v for key, v in orders.items() if key[0] != task}  # one pass per task
+                    orders[(task, epoch)] = self._order(task, epoch)
+                self.state["draws"] = k + 1
+                self.state["cursor"][task] = cur + 1
+                if k % world == rank:
+                    mine = self.data[task][orders[(task, epoch)][pos]]
+            yield mine
+
+    def position(self) -> dict[str, Any]:
+        return {"draws": self.state["draws"], "cursor": dict(self.state["cursor"])}
+
+    def seek(self, position: Mapping[str, Any]) -> None:
+        self.state = {
+            "draws": int(position["draws"]),
+            "cursor": {**self.state["cursor"], **position["cursor"]},
+        }
+
+
+class PromptBatch(list):
+    """A training batch (a list of Examples) that remembers the stream position right after it, so the data
+    module can save the position of what training consumed, not of what the loader prefetched."""
+
+    position: dict[str, Any]
 
 
 class MixtureDataModule(L.LightningDataModule):
@@ -135,7 +154,9 @@ class MixtureDataModule(L.LightningDataModule):
         self.mixing, self.mixing_weights, self.mixing_temperature = mixing, mixing_weights, mixing_temperature
         self.val_prompts_per_task, self.seed = val_prompts_per_task, seed
         self.stream: MixtureStream | None = None
+        self.refill_stream: MixtureStream | None = None  # DAPO refills: their own stream, never prefetched
         self._refills: Iterator[Example] | None = None
+        self.consumed: dict[str, Any] | None = None  # stream position after the last batch training took
 
     def setup(self, stage: str | None = None) -> None:
         if self.stream is None:
@@ -146,17 +167,34 @@ class MixtureDataModule(L.LightningDataModule):
             probs = mixture_probs({n: len(d) for n, d in train.items()}, self.mixing_weights, self.mixing,
                                   self.mixing_temperature)  # fmt: skip
             self.stream = MixtureStream(train, probs, self.seed)
+            self.refill_stream = MixtureStream(train, probs, f"{self.seed}/refill")
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.stream, batch_size=self.prompts_per_step, collate_fn=list, num_workers=0)
+        return DataLoader(
+            self.stream, batch_size=self.prompts_per_step, collate_fn=self._collate, num_workers=0
+        )
+
+    def _collate(self, examples: list[Example]) -> PromptBatch:
+        batch = PromptBatch(
+            examples
+        )  # in-process loader: the stream has just drawn this batch's last example
+        batch.position = self.stream.position()
+        return batch
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Called as training takes a batch (after the loader prefetched the next one): that is the position
+        a resumed run must continue from."""
+        if isinstance(batch, PromptBatch) and self.trainer is not None and self.trainer.training:
+            self.consumed = batch.position
+        return batch
 
     def draw(self, n: int) -> list[Example]:
-        """``n`` more training prompts from the same stream (DAPO dynamic-sampling refills); they advance the
-        resumable position like any other draw."""
+        """``n`` more training prompts (DAPO dynamic-sampling refills), from a stream of their own so the
+        main stream's order does not depend on how many refills a step needed."""
         self.setup()
         if self._refills is None:
-            self._refills = iter(self.stream)
+            self._refills = iter(self.refill_stream)
         return list(itertools.islice(self._refills, n))
 
     def val_examples(self) -> list[Example]:
@@ -180,12 +218,18 @@ class MixtureDataModule(L.LightningDataModule):
         return texts
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stream": dict(self.stream.state)} if self.stream is not None else {}
+        """The position after the last batch training consumed (the same on every rank) and the refills'."""
+        if self.stream is None:
+            return {}
+        return {"stream": self.consumed or self.stream.position(), "refills": self.refill_stream.position()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.setup()
         if "stream" in state:
-            self.stream.state = {"draws": state["stream"]["draws"], "cursor": dict(state["stream"]["cursor"])}
+            self.stream.seek(state["stream"])
+            self.consumed = self.stream.position()
+        if "refills" in state:
+            self.refill_stream.seek(state["refills"])
 
 
 def _as_dict(ns: Any) -> dict:

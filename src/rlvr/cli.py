@@ -15,11 +15,15 @@ import difflib
 import io
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rlvr.checkpointing import NAME as LAST_CKPT
+from rlvr.checkpointing import LastCheckpoint
 from rlvr.domains.base import DataError
 from rlvr.models import ModelLoadError
 
@@ -116,7 +120,33 @@ def condense(message: str) -> str:
 
 
 class RlvrCLI(LightningCLI):
-    """LightningCLI whose parse errors are one line (with a did-you-mean), not a usage wall."""
+    """LightningCLI whose parse errors are one line (with a did-you-mean), not a usage wall; ``fit`` checks
+    ``max_steps``, resumes ``--ckpt_path last`` (or a checkpoint file) in the run folder it came from, and
+    removes the run folder of a run that failed before its first step."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(LastCheckpoint, "checkpoint")  # --checkpoint.every_n_steps=10
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand != "fit":
+            return super()._run_subcommand(subcommand)
+        self._prepare_fit()
+        run_dir = Path(self.trainer.log_dir) if self.trainer.logger is not None else None
+        fresh = run_dir is not None and not run_dir.exists()
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if fresh and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+                remove_run_dir(run_dir)  # config.yaml and an empty event file are not a run
+            raise
+
+    def _prepare_fit(self) -> None:
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps <= 0:
+            raise CliError(f"--trainer.max_steps={max_steps}: the training stream is endless, so give a number of "
+                           "optimizer steps > 0")  # fmt: skip
+        cfg = self.config_init[self.subcommand]
+        cfg["ckpt_path"] = resume_in_place(self.trainer.logger, cfg.get("ckpt_path"))
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         captured = io.StringIO()
@@ -131,6 +161,53 @@ class RlvrCLI(LightningCLI):
             message = text.split("error: ", 1)[1] if "error: " in text else text
             raise CliError(one_line_parse_error(message.strip(), parser)) from None
         sys.stderr.write(captured.getvalue())
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not (run_dir / "checkpoints" / LAST_CKPT).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run_dir.parent.rmdir()  # runs/<name>, when this was its only run
+
+
+def resume_in_place(logger, ckpt_path: str | None) -> str | None:
+    """The checkpoint file to resume from, with ``logger`` pointed at the run folder it belongs to, so the
+    resumed run writes to the same ``runs/<name>/version_N`` and TensorBoard run (events after the
+    checkpoint's step are purged: the curves continue from it). ``last`` is the newest version's
+    ``checkpoints/last.ckpt``; none yet starts a new run, with a warning."""
+    if ckpt_path is None:
+        return None
+    root = Path(logger.root_dir) if logger is not None and hasattr(logger, "root_dir") else None
+    if ckpt_path == "last":
+        found = sorted(root.glob(f"version_*/checkpoints/{LAST_CKPT}"), key=_version_number) if root else []
+        if not found:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"--ckpt_path last: no {LAST_CKPT} under {root}/version_*/checkpoints; starting a new run"
+            )
+            return None
+        path = found[-1]
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise CliError(
+                f"--ckpt_path {ckpt_path}: no such checkpoint file (use 'last' for the newest run's)"
+            )
+    version = path.parent.parent
+    if root is not None and path.parent.name == "checkpoints" and version.parent.resolve() == root.resolve():
+        import torch
+
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)
+        logger._version = _version_number(path) if version.name.startswith("version_") else version.name
+        if hasattr(logger, "_kwargs"):
+            logger._kwargs["purge_step"] = step  # TensorBoard drops the killed run's events from this step on
+    return str(path)
+
+
+def _version_number(path: Path) -> int:
+    name = path.parent.parent.name.removeprefix("version_")
+    return int(name) if name.isdigit() else -1
 
 
 def build_cli(args: Sequence[str] | None, run: bool = True) -> LightningCLI:

@@ -194,11 +194,13 @@ class Experience:
         )  # fmt: skip
 
     def minibatches(self, count: int) -> list[Tensor]:
-        """Row indices of ``count`` mini-batches that split the batch by prompt (a group stays together)."""
+        """Row indices of exactly ``count`` mini-batches that split the batch by prompt (a group stays
+        together). Always ``count``, empty ones included, so every DDP rank takes the same number of optimizer
+        steps whatever its batch size (dynamic sampling may leave a rank fewer prompts than steps)."""
         prompts = torch.arange(len(self.examples))
         return [
             torch.nonzero(torch.isin(self.prompt_index, chunk)).flatten()
-            for chunk in prompts.tensor_split(min(count, len(self.examples)))
+            for chunk in prompts.tensor_split(count)
         ]
 
 

@@ -10,6 +10,7 @@ file orchestrates them, and train_logging.py writes what happened.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from rlvr.algo.advantages import group_advantages, overlong_penalty
 from rlvr.algo.losses import PolicyLossConfig, batch_totals, policy_loss, sft_loss
 from rlvr.algo.schedules import SFT_SCHEDULES, adapt_entropy_coef
+from rlvr.distributed import (
+    any_rank,
+    gather_tensors,
+    max_int,
+    mean_metrics,
+    rank_world,
+    sum_gradients,
+    sum_totals,
+)
 from rlvr.domains.base import Example
 from rlvr.experience import (
     Experience,
@@ -31,10 +41,12 @@ from rlvr.experience import (
     task_index,
 )
 from rlvr.models import TINY, adamw_with_warmup, build_policy
+from rlvr.resume import all_rng_states, as_settings, own_rng_state, plain, set_rng_state
 from rlvr.rewards import RewardBatch, add_component, score_async
 from rlvr.rollout import build_engine, engine_class
 from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.sequences import (
+    completion_entropies,
     completion_logprobs,
     encode_prompts,
     reference_logprobs,
@@ -131,7 +143,14 @@ class RLVRModule(L.LightningModule):
         scoring_threads: int = 4,
     ):
         super().__init__()
+        # a checkpoint stores the settings as plain dicts (loadable with weights_only=True): accept both
+        tiny, lora, rollout = as_settings(TinyModelSettings, tiny), as_settings(LoraSettings, lora), as_settings(RolloutSettings, rollout)  # fmt: skip
+        loss, multitask, dapo = as_settings(PolicyLossConfig, loss), as_settings(MultitaskBalance, multitask), as_settings(DapoSettings, dapo)  # fmt: skip
+        entropy_control, hybrid = as_settings(EntropyControl, entropy_control), as_settings(HybridSchedule, hybrid)
         _check(completions_per_prompt >= 1, "completions_per_prompt must be >= 1")
+        _check(completions_per_prompt >= 2 or _pure_sft(hybrid),
+               "completions_per_prompt=1: a group-relative advantage (reward - mean of its group) is 0 for every "
+               "completion, so the policy gradient would be zero; use completions_per_prompt >= 2")
         _check(min(micro_batch_size, num_iterations, steps_per_generation, rollout_chunks) >= 1,
                "micro_batch_size, num_iterations, steps_per_generation and rollout_chunks must be >= 1")
         _check(scale_rewards in ("group", "batch", "none"), f"scale_rewards={scale_rewards!r}: use group|batch|none")
@@ -163,6 +182,10 @@ class RLVRModule(L.LightningModule):
         self.policy = self.ref_policy = self.tokenizer = self.engine = None
         self.tasks: dict = {}
         self.stages = StageControl(hybrid)
+        self.last_entropy = float("inf")  # the entropy controller's measurement of the last step (TRL's gate)
+        self._pending_rng: dict | None = None  # RNG states of a checkpoint, applied when its next step starts
+        self.sync = "none"  # how gradients meet across ranks (set at train start, see _gradient_sync)
+        self._skip, self._grad_norm = False, torch.tensor(0.0)
     # fmt: on
 
     # ---------------------------------------------------------------- setup
@@ -176,22 +199,60 @@ class RLVRModule(L.LightningModule):
             self.name_or_path, self.tiny, corpus, dtype=self.dtype_name, load_in_4bit=self.load_in_4bit,
             lora=self.lora, frozen_reference=self.loss_cfg.beta > 0,
         )  # fmt: skip
-        self.policy = model.train()  # from_pretrained returns eval mode
+        self.policy = model.eval()  # dropout-free log-probs everywhere; only SFT steps switch to train mode
         self.engine = build_engine(
             self.rollout.engine, model, self.tokenizer, stop_token_ids=[self.tokenizer.pad_token_id],
             record_keep_mask=self.keep_sampling_mask, options=self.rollout.options,
         )  # fmt: skip
         self.step_log.setup_metrics(self.tasks)
 
+    def train(self, mode: bool = True):
+        """Lightning puts the module in train mode for fit; the policy and reference stay in eval mode, so the
+        sampling, π_old, π_ref and π_θ passes see the same network (no dropout masks between them)."""
+        super().train(mode)
+        for net in (self.policy, self.ref_policy):
+            if net is not None:
+                net.eval()
+        return self
+
     def configure_optimizers(self):
         opt, sched = adamw_with_warmup(self.policy, self.lr, self.weight_decay, self.warmup_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        max_steps = self.trainer.max_steps
+        _check(max_steps is not None and max_steps > 0,
+               f"trainer.max_steps={max_steps}: the training stream is endless, so set trainer.max_steps > 0")  # fmt: skip
+        if self.stages.override is None and not _pure_sft(self.hybrid):
+            if all(self.stages.weight(s, max_steps) >= 1.0 for s in range(max_steps)):
+                rank_zero_warn(
+                    f"the hybrid schedule keeps λ=1 (pure SFT) for all {max_steps} steps, so the RL options "
+                    "never act: raise trainer.max_steps past hybrid.switch_step or set hybrid.switch_fraction"
+                )
+        if self.precision_is_pure_low() and self.lora.r == 0:
+            rank_zero_warn(
+                f"dtype={self.dtype_name} trains {self.dtype_name} weights directly: updates smaller than the "
+                "weight's rounding step are lost; use dtype=float32 with trainer.precision=bf16-mixed"
+            )
+
+    def precision_is_pure_low(self) -> bool:
+        return self.dtype_name in ("bfloat16", "float16") and not self.load_in_4bit
+
+    def on_train_start(self) -> None:
+        # Gradients are summed over ranks once per optimizer step (sum_gradients): DDP's own all-reduce in
+        # backward would pair per micro-batch, and ranks with different micro-batch counts would hang.
+        self.sync = _gradient_sync(self.trainer.strategy)
+        if self.sync == "manual":
+            self.trainer.strategy.model.require_backward_grad_sync = False
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a list of Examples (text + references); tensors are made on the device later
 
     # ---------------------------------------------------------------- the step
     def training_step(self, batch: list[Example], batch_idx: int) -> None:
+        if self._pending_rng is not None:  # a resumed run: sample exactly as the interrupted run would have
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
         lam = self.stages.weight(self.global_step, self.trainer.max_steps)
         if self.stages.enters_rl(lam):
             self.start_rl_stage()
@@ -203,6 +264,8 @@ class RLVRModule(L.LightningModule):
         exp = self.collect(batch, metrics)
         for _ in range(self.num_iterations):
             for rows in exp.minibatches(self.steps_per_generation):
+                if self.global_step >= self.trainer.max_steps:  # μ > 1 or several steps per rollout
+                    return
                 step_metrics = dict(metrics)
                 prompts = sorted(set(exp.prompt_index[rows].tolist()))
                 if lam > 0:  # the hybrid term on the gold solutions of this mini-batch's prompts
@@ -211,7 +274,6 @@ class RLVRModule(L.LightningModule):
                 step_metrics.update(self.policy_backward(exp, rows, weight=1.0 - lam))
                 step_metrics["timing_s/update"] = time.perf_counter() - t
                 self.optimizer_step_guarded(step_metrics, lam)
-        self.adapt_entropy_coef(step_metrics)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # Reaching max_steps through should_stop makes Lightning validate before it stops, so every run
@@ -247,10 +309,7 @@ class RLVRModule(L.LightningModule):
         )  # fmt: skip
         names = sorted(self.tasks)
         task_ids = task_index(rb.tasks, names)
-        adv = group_advantages(
-            rb.total, rollout.group_ids, scale_rewards=self.scale_rewards, task_ids=task_ids,
-            per_task_std=self.multitask.per_task_advantage_std,
-        )  # fmt: skip
+        adv = self.advantages(rb.total, rollout.group_ids, task_ids)
         loss_mask = rollout.completion_mask.clone()
         if self.dapo.mask_truncated_completions:
             loss_mask[rollout.truncated] = 0.0
@@ -259,6 +318,23 @@ class RLVRModule(L.LightningModule):
             exp.old_logp = rollout_logprobs(self.policy, exp, self.micro_batch_size, self.device, self.sampling.temperature)  # fmt: skip
         self.step_log.rollout(examples, rollout, rb, metrics)
         return exp
+
+    def advantages(
+        self, rewards: torch.Tensor, group_ids: torch.Tensor, task_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Group advantages. Groups never span ranks (each rank samples all G completions of its prompts);
+        with ``scale_rewards=batch`` the std is that of every rank's rewards, as in one process."""
+        kw = {"scale_rewards": self.scale_rewards, "per_task_std": self.multitask.per_task_advantage_std}
+        if self.scale_rewards != "batch" or rank_world()[1] == 1:
+            return group_advantages(rewards, group_ids, task_ids=task_ids, **kw)
+        rank = rank_world()[0]
+        parts = gather_tensors(torch.stack([rewards.double(), group_ids.double(), task_ids.double()]))
+        offset = [0] + [int(p[1].max()) + 1 if p.shape[1] else 0 for p in parts]
+        groups = torch.cat([p[1].long() + sum(offset[: r + 1]) for r, p in enumerate(parts)])
+        adv = group_advantages(torch.cat([p[0] for p in parts]).to(rewards.dtype), groups,
+                               task_ids=torch.cat([p[2].long() for p in parts]), **kw)  # fmt: skip
+        start = sum(p.shape[1] for p in parts[:rank])
+        return adv[start : start + len(rewards)]
 
     def _draw(self, n: int) -> list[Example]:
         """``n`` fresh prompts for DAPO's refills, from the data module's ``draw`` (only needed when refilling)."""
@@ -292,70 +368,136 @@ class RLVRModule(L.LightningModule):
         metrics["timing_s/score"] += time.perf_counter() - t1
         return rollout, rb
 
+    def _calls(self, count: int) -> int:
+        """Forward/backward calls this rank makes for ``count`` micro-batches: under a strategy that syncs in
+        backward (FSDP, DeepSpeed) every rank makes as many as the busiest, padding with zero-weight calls."""
+        return max_int(count) if self.sync == "strategy" else count
+
     def sft_backward(self, batch: list[Example], weight: float) -> float:
-        """Token-level cross-entropy on the gold solutions, backward scaled by ``weight``; returns the loss."""
+        """Token-level cross-entropy on the gold solutions, backward scaled by ``weight``; returns the loss
+        (normalised by the target tokens of every rank's batch, so the summed gradients are one batch's)."""
+        micro, local_tokens = sft_micro_batches(self.tokenizer, batch, self.max_prompt_tokens,
+                                                self.sampling.max_new_tokens, self.micro_batch_size)  # fmt: skip
+        total_tokens = sum_totals({"tokens": local_tokens})["tokens"]
         value = 0.0
-        for seqs, total_tokens in sft_micro_batches(self.tokenizer, batch, self.max_prompt_tokens,
-                                                    self.sampling.max_new_tokens, self.micro_batch_size):  # fmt: skip
-            p_ids, p_mask, c_ids, c_mask = (x.to(self.device) for x in seqs)
-            logp, _ = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask)
-            loss = sft_loss(logp, c_mask, total_tokens=total_tokens)
-            self.manual_backward(weight * loss)
-            value += loss.item()
+        with _train_mode(self.policy):  # the only pass with dropout (lora.dropout acts here)
+            for i in range(self._calls(len(micro))):
+                pad = i >= len(micro)
+                p_ids, p_mask, c_ids, c_mask = (x.to(self.device) for x in micro[-1 if pad else i])
+                logp, _ = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask)
+                loss = sft_loss(logp, c_mask, total_tokens=total_tokens) * self._grad_scale()
+                self.manual_backward((0.0 if pad else weight) * loss)
+                value += 0.0 if pad else loss.item() / self._grad_scale()
         return value
 
     def policy_backward(self, exp: Experience, rows: torch.Tensor, weight: float) -> dict[str, float]:
-        """GRPO-family loss over the mini-batch ``rows`` in micro-batches, backward scaled by ``weight``."""
+        """GRPO-family loss over the mini-batch ``rows`` in micro-batches, backward scaled by ``weight``.
+        Normalisers are whole-batch totals over every rank; with ``top_entropy_quantile`` < 1 the entropy
+        cut-off is that of the whole mini-batch (one extra no-grad pass), so micro-batching stays exact."""
         cfg, temp = self.loss_cfg, self.sampling.temperature
-        totals = batch_totals(exp.loss_mask[rows], exp.task_ids[rows], len(exp.task_names))
+        totals = sum_totals(batch_totals(exp.loss_mask[rows], exp.task_ids[rows], len(exp.task_names)))
         task_w = torch.tensor([(self.multitask.task_loss_weights or {}).get(n, 1.0) for n in exp.task_names])
+        cutoff = self.entropy_cutoff(exp, rows) if cfg.top_entropy_quantile < 1.0 else None
+        cfg = dataclasses.replace(cfg, entropy_coef=self.applied_entropy_coef())
+        micro = list(rows.split(self.micro_batch_size))
         parts: list[tuple[torch.Tensor, dict]] = []
-        for rows_mb in rows.split(self.micro_batch_size):
+        for i in range(self._calls(len(micro))):
+            pad = i >= len(micro)
+            rows_mb = micro[-1][:1] if pad else micro[i]
             mb = exp.micro_batch(rows_mb, self.device)
             logp, entropy = completion_logprobs(self.policy, *mb.sequences, temp, with_entropy=True,
                                                 keep_mask=mb.keep_mask)  # fmt: skip
+            if pad:
+                self.manual_backward(0.0 * logp.sum())
+                continue
             ref_logp = reference_logprobs(self.policy, self.ref_policy, mb, temp) if cfg.beta > 0 else None
             old = mb.old_logp if mb.old_logp is not None else logp.detach()
             loss, m = policy_loss(
                 logp, old, mb.advantages, mb.loss_mask, cfg, ref_logp=ref_logp, entropy=entropy,
-                sampler_logp=mb.sampler_logp, task_ids=mb.task_ids, task_weights=task_w, **totals,
+                sampler_logp=mb.sampler_logp, task_ids=mb.task_ids, task_weights=task_w,
+                entropy_cutoff=cutoff, **totals,
             )  # fmt: skip
             if not torch.isfinite(loss):
-                self.step_log.nonfinite_loss = True
+                self.step_log.nonfinite_loss = True  # the whole update is skipped, on every rank
+                if self.sync == "strategy":  # its backward is a collective: keep the pairing
+                    self.manual_backward(0.0 * logp.sum())
                 continue
-            self.manual_backward(weight * loss)
+            self.manual_backward(weight * self._grad_scale() * loss)
             parts.append((rows_mb, {**m, "pg_loss": loss.detach()}))
         return reduce_metrics(parts, exp)
 
+    @torch.no_grad()
+    def entropy_cutoff(self, exp: Experience, rows: torch.Tensor) -> float:
+        """The (1 − ρ) quantile of the per-token entropies of the whole mini-batch, over every rank."""
+        values = []
+        for rows_mb in rows.split(self.micro_batch_size):
+            mb = exp.micro_batch(rows_mb, self.device)
+            ent = completion_entropies(
+                self.policy, *mb.sequences, self.sampling.temperature, keep_mask=mb.keep_mask
+            )
+            values.append(ent[mb.loss_mask > 0].float().cpu())
+        local = torch.cat(values) if values else torch.zeros(0)
+        every = torch.cat(gather_tensors(local)) if rank_world()[1] > 1 else local
+        if every.numel() == 0:
+            return float("inf")
+        return float(torch.quantile(every, 1.0 - self.loss_cfg.top_entropy_quantile))
+
+    def _grad_scale(self) -> float:
+        """Strategies that average gradients over ranks get the loss times the world size, so the average
+        equals the sum that the whole-batch normalisers assume."""
+        return float(rank_world()[1]) if self.sync == "strategy" else 1.0
+
     def optimizer_step_guarded(self, metrics: dict, lam: float) -> None:
-        """Clip and step, unless the loss or gradient is non-finite (then skip, count and warn); log."""
+        """Sum gradients over ranks, then one optimizer step: clipped after the precision plugin unscales
+        (``on_before_optimizer_step``), skipped on every rank when any rank saw a non-finite loss or the
+        gradient is non-finite. A skipped step still counts (global step, LR schedule), changes no weight."""
         opt = self.optimizers()
         step = self.global_step  # logged against the step this update belongs to (stepping increments it)
-        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
-        if self.step_log.nonfinite_loss or not torch.isfinite(norm):
+        self._skip = any_rank(self.step_log.nonfinite_loss)
+        self.step_log.nonfinite_loss = False
+        if self.sync == "manual":
+            sum_gradients(self.policy.parameters())
+        self._grad_norm = torch.tensor(0.0)
+        opt.step()  # -> on_before_optimizer_step (clip / skip) -> the optimizer
+        opt.zero_grad(set_to_none=True)
+        self.lr_schedulers().step()
+        if self._skip:
             self.step_log.skipped += 1
-            rank_zero_warn(f"step {self.global_step}: non-finite loss or gradient, update skipped")
-            self.step_log.nonfinite_loss = False
-            opt.zero_grad(set_to_none=True)
-            opt.step()  # no gradients: changes no weight, but counts the step (max_steps must still end training)
+            rank_zero_warn(f"step {step}: non-finite loss or gradient, update skipped")
         else:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            self.lr_schedulers().step()
             self.engine.update_weights(self.policy)  # the next rollout samples from the new weights
-        metrics.update({"train/grad_norm": float(norm), "train/skipped_steps": float(self.step_log.skipped),
-                        "train/sft_weight": lam})  # fmt: skip
+        metrics.update({"train/grad_norm": float(self._grad_norm), "train/skipped_steps": float(self.step_log.skipped),
+                        "train/sft_weight": lam, "train/entropy_coef": self.applied_entropy_coef()})  # fmt: skip
         metrics["train/loss"] = lam * metrics.get("train/sft_loss", 0.0) + (1 - lam) * metrics.get("train/pg_loss", 0.0)  # fmt: skip
+        metrics = mean_metrics(metrics)
+        if lam < 1.0:
+            self.adapt_entropy_coef(metrics)
         self.step_log.scalars(metrics, step)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
+        self._grad_norm = norm.detach().cpu()
+        if not torch.isfinite(norm):
+            self._skip = True
+        if self._skip:  # no gradient, no update (AdamW leaves parameters without one untouched)
+            optimizer.zero_grad(set_to_none=True)
+
+    def applied_entropy_coef(self) -> float:
+        """γ used by this step: the controller's γ while the last measured entropy is at or below the target
+        (TRL's gating), else 0; the configured ``loss.entropy_coef`` when the controller is off."""
+        ec, coef = self.entropy_control, self.loss_cfg.entropy_coef
+        return coef if ec.target is None or self.last_entropy <= ec.target else 0.0
+
     def adapt_entropy_coef(self, metrics: dict) -> None:
+        """After each optimizer step: γ ± ``entropy_control.lr`` (up when the step's entropy, over every
+        rank's tokens, is at or below the target), clamped to [0, max_coef] (TRL's use_adaptive_entropy)."""
         ec = self.entropy_control
         if ec.target is None or "train/entropy" not in metrics:
             return
-        coef = adapt_entropy_coef(self.loss_cfg.entropy_coef, metrics["train/entropy"], ec.target, ec.lr, 0.0,
-                                  ec.max_coef)  # fmt: skip
+        self.last_entropy = metrics["train/entropy"]
+        coef = adapt_entropy_coef(self.loss_cfg.entropy_coef, self.last_entropy, ec.target, ec.lr, 0.0, ec.max_coef)  # fmt: skip
         self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=coef)
 
     # ---------------------------------------------------------------- validation
@@ -367,13 +509,26 @@ class RLVRModule(L.LightningModule):
         self.step_log.validation(batch, rewards)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rlvr_entropy_coef"] = self.loss_cfg.entropy_coef  # adaptive γ is state
-        checkpoint["rlvr_stages"] = self.stages.state_dict()
+        """Everything a resumed run needs to continue exactly (Lightning adds weights, optimizer, scheduler,
+        loops, callbacks and the data position); plain data only, so it loads with ``weights_only=True``."""
+        checkpoint["hyper_parameters"] = plain(dict(checkpoint.get("hyper_parameters", {})))
+        checkpoint["rlvr"] = {
+            "entropy_coef": self.loss_cfg.entropy_coef,  # the adaptive controller's γ and its gate
+            "last_entropy": self.last_entropy,
+            "stages": self.stages.state_dict(),
+            "skipped_steps": self.step_log.skipped,
+            "rng": all_rng_states(),  # every rank's (a collective: every rank dumps the checkpoint)
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "rlvr_entropy_coef" in checkpoint:
-            self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=checkpoint["rlvr_entropy_coef"])
-        self.stages.load_state_dict(checkpoint.get("rlvr_stages", {}))
+        state = checkpoint.get("rlvr", {})
+        if "entropy_coef" in state:
+            self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=state["entropy_coef"])
+        self.last_entropy = state.get("last_entropy", float("inf"))
+        self.stages.load_state_dict(state.get("stages", {}))
+        self.step_log.skipped = state.get("skipped_steps", 0)
+        # applied when the next training step starts: building the data loader draws from the torch RNG
+        self._pending_rng = own_rng_state(state.get("rng"))
 
     def teardown(self, stage: str) -> None:
         self.scoring.shutdown(wait=False, cancel_futures=True)
@@ -382,3 +537,27 @@ class RLVRModule(L.LightningModule):
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _pure_sft(h: HybridSchedule) -> bool:
+    """λ = 1 at every step: the schedule never asks for a rollout."""
+    return h.start >= 1.0 and (h.schedule == "constant" or h.end >= 1.0)
+
+
+def _gradient_sync(strategy) -> str:
+    """How gradients meet across ranks: ``none`` (one process), ``manual`` (DDP: summed once per optimizer
+    step by :func:`rlvr.distributed.sum_gradients`), ``strategy`` (FSDP / DeepSpeed reduce in backward)."""
+    if rank_world()[1] == 1:
+        return "none"
+    from torch.nn.parallel import DistributedDataParallel
+
+    return "manual" if isinstance(getattr(strategy, "model", None), DistributedDataParallel) else "strategy"
+
+
+@contextlib.contextmanager
+def _train_mode(net: torch.nn.Module):
+    net.train()
+    try:
+        yield
+    finally:
+        net.eval()

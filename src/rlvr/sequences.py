@@ -56,15 +56,21 @@ def pad_pairs(
 
 def sft_micro_batches(
     tokenizer, examples: Sequence[Example], max_prompt_tokens: int, max_tokens: int, micro_batch_size: int
-):
-    """SFT inputs in micro-batches: yields ``((p_ids, p_mask, c_ids, c_mask), total_tokens)``, where
-    ``total_tokens`` counts the target tokens of the whole batch (so micro-batch losses sum to its loss)."""
+) -> tuple[list[tuple[Tensor, Tensor, Tensor, Tensor]], float]:
+    """SFT inputs in micro-batches ``(p_ids, p_mask, c_ids, c_mask)`` and the number of target tokens of the
+    whole batch (so micro-batch losses normalised by it sum to the batch's loss)."""
+    if not examples:
+        return [], 0.0
     prompts = encode_prompts(tokenizer, examples, max_prompt_tokens)
     targets = encode_solutions(tokenizer, examples, max_tokens)
     total_tokens = float(sum(len(t) for t in targets))
-    for lo in range(0, len(examples), micro_batch_size):
-        sl = slice(lo, lo + micro_batch_size)
-        yield pad_pairs(prompts[sl], targets[sl], tokenizer.pad_token_id), total_tokens
+    micro = [
+        pad_pairs(
+            prompts[lo : lo + micro_batch_size], targets[lo : lo + micro_batch_size], tokenizer.pad_token_id
+        )
+        for lo in range(0, len(examples), micro_batch_size)
+    ]
+    return micro, total_tokens
 
 
 def completion_logprobs(
@@ -93,6 +99,14 @@ def completion_logprobs(
     logp = token_logprobs(logits, completion_ids, temperature=temp, keep_mask=keep_mask)
     entropy = entropy_from_logits(logits, temperature=temp, keep_mask=keep_mask) if with_entropy else None
     return logp, entropy
+
+
+@torch.no_grad()
+def completion_entropies(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0,
+                         keep_mask=None) -> Tensor:  # fmt: skip
+    """Per-token entropies [B, T] of the completion positions, without gradient."""
+    return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
+                               with_entropy=True, keep_mask=keep_mask)[1]  # fmt: skip
 
 
 @torch.no_grad()

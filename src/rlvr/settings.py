@@ -98,12 +98,15 @@ class DapoSettings:
 
 @dataclass
 class EntropyControl:
-    """Adaptive entropy bonus: after each step γ += lr · (target − H), clipped to [0, max] (off when
-    ``target`` is None; then ``loss.entropy_coef`` stays fixed).
+    """Adaptive entropy bonus (Skywork-OR1; TRL's ``use_adaptive_entropy``), off when ``target`` is None
+    (then ``loss.entropy_coef`` stays fixed). After each optimizer step, with H the step's mean token entropy
+    over every rank: γ ← γ + lr if H ≤ target else γ − lr, clamped to [0, max_coef]. The next step applies γ
+    only while H ≤ target (else no bonus), so the bonus acts when entropy has collapsed below the target.
+    ``loss.entropy_coef`` is the starting γ.
 
     Attributes:
-        target: the entropy (nats/token) to steer toward.
-        lr: step size of the γ update.
+        target: the entropy (nats/token) below which the bonus acts.
+        lr: the fixed step of γ per optimizer step (TRL's ``entropy_coef_delta``).
         max_coef: upper bound of γ.
     """
 
@@ -120,7 +123,9 @@ class MultitaskBalance:
         per_task_advantage_std: scale advantages by the std of the sample's own task in the batch (needs
             ``scale_rewards=batch``), so a task with wide rewards does not shrink another's advantages.
         (The per-task token normaliser is ``loss.per_task_normaliser``.)
-        task_loss_weights: task name -> weight of its policy loss (default 1 each).
+        task_loss_weights: task name -> weight of its policy loss (default 1 each): each sample's loss is
+            multiplied by its task's weight; with ``loss.per_task_normaliser`` the weights combine the per-task
+            losses (renormalised over the tasks present in the batch).
     """
 
     per_task_advantage_std: bool = False

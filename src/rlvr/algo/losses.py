@@ -76,14 +76,17 @@ def tis_weights(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float
     return w if cap is None else w.clamp(max=cap)
 
 
-def high_entropy_mask(entropy: Tensor, mask: Tensor, quantile: float) -> Tensor:
-    """Bool [N, T]: tokens in ``mask`` whose entropy is >= the (1 - quantile) quantile of the masked entropies."""
+def high_entropy_mask(entropy: Tensor, mask: Tensor, quantile: float, cutoff: float | None = None) -> Tensor:
+    """Bool [N, T]: tokens in ``mask`` whose entropy is >= ``cutoff``, by default the (1 - quantile) quantile of
+    this call's masked entropies (pass the whole batch's cut-off when this call is one micro-batch)."""
     valid = mask > 0
     ent = entropy.detach()
     values = ent[valid].float()
     if values.numel() == 0:
         return torch.zeros_like(valid)
-    return (ent * mask >= torch.quantile(values, 1.0 - quantile)) & valid
+    if cutoff is None:
+        cutoff = float(torch.quantile(values, 1.0 - quantile))
+    return (ent * mask >= cutoff) & valid
 
 
 # ------------------------------------------------------------------ loss_type: how token losses are summed
@@ -136,7 +139,8 @@ class PolicyLossConfig:
             Uses ``sampler_logp`` when given, else ``old_logp`` (as TRL).
         entropy_coef: gamma in loss -= gamma * H, H the mean entropy of the tokens the policy term acts on.
         top_entropy_quantile: rho of "Beyond the 80/20 rule": only tokens whose entropy is in the top rho
-            quantile (of this call's tokens, as TRL's per-micro-batch quantile) get the policy gradient; 1 = all.
+            quantile get the policy gradient; 1 = all. The quantile is over this call's tokens unless the caller
+            passes the whole batch's ``entropy_cutoff`` (the trainer does, so micro-batching stays exact).
         tis_cap: truncated importance sampling against the sampler's own log-probs: the policy term of each
             token is multiplied by min(pi_old / pi_sampler, tis_cap) (TRL ``vllm_importance_sampling_mode=
             "token_truncate"`` with ``vllm_importance_sampling_clip_max``); None = off.
@@ -229,7 +233,12 @@ def _denominators(
     if not cfg.per_task_normaliser:
         seqs = ones * (mask.shape[0] if total_sequences is None else total_sequences)
         toks = mask.sum() if total_tokens is None else mask.new_tensor(total_tokens)
-        return seqs, ones * toks.clamp(min=1.0), ones
+        if task_weights is None:
+            return seqs, ones * toks.clamp(min=1.0), ones
+        if task_ids is None:
+            raise ValueError("task_weights need task_ids [N]")
+        # each sample's loss times its task's weight (weights are relative: 1 = unchanged)
+        return seqs, ones * toks.clamp(min=1.0), task_weights.to(mask)[task_ids.to(mask.device)].unsqueeze(1)
     if task_ids is None:
         raise ValueError("per_task_normaliser=True needs task_ids [N]")
     task_ids = task_ids.to(mask.device)
@@ -271,6 +280,7 @@ def policy_loss(
     task_weights: Tensor | None = None,
     task_sequence_totals: Tensor | None = None,
     task_token_totals: Tensor | None = None,
+    entropy_cutoff: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped policy-gradient loss (scalar) and detached metrics.
 
@@ -307,7 +317,7 @@ def policy_loss(
         keep = off_policy_keep(adv, logp, behaviour, mask, cfg.off_policy_mask_threshold)  # [N, 1]
         per_token = per_token * keep
     if cfg.top_entropy_quantile < 1.0:
-        hi_mask = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile)  # [N, T] bool
+        hi_mask = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile, entropy_cutoff)  # [N, T] bool
         per_token = per_token * hi_mask
     if sampler_logp is not None:
         is_w = tis_weights(old_logp, sampler_logp, mask, cfg.tis_cap)  # [N, T]
