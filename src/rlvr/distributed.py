@@ -104,19 +104,31 @@ def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     return gather_objects(t.detach().cpu())
 
 
+#: losses already normalised by whole-batch totals: each rank holds its share, the batch's value is the sum
+SUMMED = ("train/loss", "train/pg_loss", "train/sft_loss")
+
+
 def mean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    """Every rank's step metrics combined: ``*/min`` by min, ``*/max`` and ``timing_s/*`` by max, counters of
-    skipped steps as they are (shared), everything else the mean over the ranks that logged the key."""
+    """Every rank's step metrics combined into the one-process value: losses (``SUMMED``) add up, ``*/min``
+    by min, ``*/max`` and ``timing_s/*`` by max; other ``train/*`` scalars are means weighted by each rank's
+    loss tokens (``_tokens``), the rest (rewards, rollout statistics) by its completions (``_rows``). The
+    ``_``-prefixed weights are consumed here, never logged."""
     parts = gather_objects({k: float(v) for k, v in metrics.items()})
+    weights = {w: [p.pop(w, 1.0) for p in parts] for w in ("_tokens", "_rows")}
     if len(parts) == 1:
         return parts[0]
     out: dict[str, float] = {}
     for key in sorted({k for p in parts for k in p}):
-        vals = [p[key] for p in parts if key in p]
-        if key.endswith("/min"):
+        ranks = [r for r, p in enumerate(parts) if key in p]
+        vals = [parts[r][key] for r in ranks]
+        if key in SUMMED:
+            out[key] = sum(vals)
+        elif key.endswith("/min"):
             out[key] = min(vals)
         elif key.endswith("/max") or key.startswith("timing_s/"):
             out[key] = max(vals)
         else:
-            out[key] = sum(vals) / len(vals)
+            w = [weights["_tokens" if key.startswith("train/") else "_rows"][r] for r in ranks]
+            w = w if sum(w) > 0 else [1.0] * len(w)
+            out[key] = sum(wi * v for wi, v in zip(w, vals)) / sum(w)
     return out

@@ -100,10 +100,14 @@ def sample_batch(
     max_rounds: int,
     pad_id: int,
     metrics: dict[str, float],
+    agree: Callable[[int], int] = int,
 ) -> tuple[list[Example], Rollout, RewardBatch]:
     """Sample and score ``batch``; with DAPO dynamic sampling, drop groups whose rewards have zero variance
     and refill with groups of newly drawn prompts (``draw(k)``) for at most ``max_rounds`` extra rounds.
 
+    ``agree(missing)`` returns the largest number of missing prompts over ranks (the identity in one
+    process): every rank runs the same refill rounds and draws the same count, keeping what it is missing,
+    so no rank waits on another and the refill stream stays at one position on all of them.
     Returns the kept prompts and their completions and rewards, group ids renumbered 0..P-1 in prompt order.
     If every group of every round was uninformative, the last round is kept (its advantages are zero).
     Adds ``rollout/frac_reward_zero_std`` (of the batch as drawn), ``rollout/sampling_rounds`` and, with
@@ -112,34 +116,36 @@ def sample_batch(
     examples: list[Example] = []
     rollouts: list[Rollout] = []
     rewards: list[RewardBatch] = []
-    pending, rounds = list(batch), 0
+    pending, rounds, last_round = list(batch), 0, None
     while True:
-        r, rb = sample(pending)
-        last_round = (pending, r, rb)
-        zero_std = zero_std_groups(rb.total, r.group_ids)
-        if rounds == 0:  # measured on the batch as drawn, before dynamic sampling drops anything
-            metrics["rollout/frac_reward_zero_std"] = zero_std.float().mean().item()
-        keep = ~zero_std if dynamic_sampling else torch.ones(len(r.texts), dtype=torch.bool)
-        if dynamic_sampling:
-            dropped = metrics.get("rollout/dynamic_sampling_dropped_groups", 0.0)
-            metrics["rollout/dynamic_sampling_dropped_groups"] = dropped + float((~keep).sum()) / group_size
-        rows = torch.nonzero(keep).flatten()
-        kept_prompts = sorted(set(r.group_ids[rows].tolist()))
-        remap = {g: len(examples) + i for i, g in enumerate(kept_prompts)}
-        kept = select_rollout(r, rows)
-        kept.group_ids = torch.tensor([remap[int(g)] for g in kept.group_ids], dtype=torch.long)
-        examples += [pending[g] for g in kept_prompts]
-        rollouts.append(kept)
-        rewards.append(select_rewards(rb, rows))
-        missing = len(batch) - len(examples)
-        if not dynamic_sampling or missing <= 0 or rounds >= max_rounds:
+        if pending:
+            r, rb = sample(pending)
+            last_round = (pending, r, rb)
+            zero_std = zero_std_groups(rb.total, r.group_ids)
+            if rounds == 0:  # measured on the batch as drawn, before dynamic sampling drops anything
+                metrics["rollout/frac_reward_zero_std"] = zero_std.float().mean().item()
+            keep = ~zero_std if dynamic_sampling else torch.ones(len(r.texts), dtype=torch.bool)
+            if dynamic_sampling:
+                dropped = metrics.get("rollout/dynamic_sampling_dropped_groups", 0.0)
+                metrics["rollout/dynamic_sampling_dropped_groups"] = dropped + float((~keep).sum()) / group_size
+            rows = torch.nonzero(keep).flatten()
+            kept_prompts = sorted(set(r.group_ids[rows].tolist()))
+            remap = {g: len(examples) + i for i, g in enumerate(kept_prompts)}
+            kept = select_rollout(r, rows)
+            kept.group_ids = torch.tensor([remap[int(g)] for g in kept.group_ids], dtype=torch.long)
+            examples += [pending[g] for g in kept_prompts]
+            rollouts.append(kept)
+            rewards.append(select_rewards(rb, rows))
+        if not dynamic_sampling:
+            break
+        missing = max(len(batch) - len(examples), 0)
+        need = agree(missing if rounds < max_rounds else 0)
+        if need <= 0:
             break
         rounds += 1
-        pending = draw(missing)
-        if not pending:
-            break
+        pending = draw(need)[:missing]
     metrics["rollout/sampling_rounds"] = float(rounds)
-    if not examples:
+    if not examples and last_round is not None:
         examples, rollouts, rewards = list(last_round[0]), [last_round[1]], [last_round[2]]
     return examples, concat_rollouts(rollouts, pad_id), concat_rewards(rewards)
 

@@ -82,6 +82,7 @@ def build_tiny(
     The directory name hashes every setting and the corpus, so a changed corpus gives a new checkpoint. It is
     written into a temporary directory and renamed into place: a crash leaves nothing half-written.
     """
+    import safetensors.torch
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     head_dim = hidden_size // num_heads
@@ -125,7 +126,11 @@ def build_tiny(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
-        model.save_pretrained(tmp)
+        # not model.save_pretrained: under torch.distributed it writes on global rank 0 only, and every
+        # process (each node's too) builds its own copy here
+        config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        safetensors.torch.save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf_tok.save_pretrained(tmp)
         _mark_qwen2_tokenizer(tmp)
         tmp.rename(out)

@@ -242,14 +242,21 @@ class RLVRModule(L.LightningModule):
         # Gradients are summed over ranks once per optimizer step (sum_gradients): DDP's own all-reduce in
         # backward would pair per micro-batch, and ranks with different micro-batch counts would hang.
         self.sync = _gradient_sync(self.trainer.strategy)
-        if self.sync == "manual":
-            self.trainer.strategy.model.require_backward_grad_sync = False
+        _check(self.sync != "strategy" or not self.dapo.dynamic_sampling,
+               "dapo.dynamic_sampling with a sharded strategy (FSDP / DeepSpeed): ranks would generate in "
+               "different refill rounds; use strategy=ddp or set dapo.dynamic_sampling=false")  # fmt: skip
+        if self.sync == "strategy":
+            rank_zero_warn("sharded strategy (FSDP / DeepSpeed): only instantiation is tested in rlvr; the HF "
+                           "engine's decode loop does not pair its forwards across ranks, so completions of "
+                           "different lengths can stall a rank; strategy=ddp is the tested multi-process path")
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a list of Examples (text + references); tensors are made on the device later
 
     # ---------------------------------------------------------------- the step
     def training_step(self, batch: list[Example], batch_idx: int) -> None:
+        if self.sync == "manual":  # no reducer in backward (Lightning re-enables it after every step)
+            self.trainer.strategy.model.require_backward_grad_sync = False
         if self._pending_rng is not None:  # a resumed run: sample exactly as the interrupted run would have
             set_rng_state(self._pending_rng)
             self._pending_rng = None
@@ -273,6 +280,8 @@ class RLVRModule(L.LightningModule):
                 t = time.perf_counter()
                 step_metrics.update(self.policy_backward(exp, rows, weight=1.0 - lam))
                 step_metrics["timing_s/update"] = time.perf_counter() - t
+                # this rank's weight in the metrics' mean over ranks (distributed.mean_metrics)
+                step_metrics["_tokens"], step_metrics["_rows"] = float(exp.loss_mask[rows].sum()), float(len(rows))
                 self.optimizer_step_guarded(step_metrics, lam)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
@@ -306,6 +315,7 @@ class RLVRModule(L.LightningModule):
             batch, lambda prompts: self.rollout_and_score(prompts, metrics), self._draw,
             group_size=self.G, dynamic_sampling=self.dapo.dynamic_sampling,
             max_rounds=self.dapo.max_sampling_rounds, pad_id=self.tokenizer.pad_token_id, metrics=metrics,
+            agree=max_int,
         )  # fmt: skip
         names = sorted(self.tasks)
         task_ids = task_index(rb.tasks, names)
