@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class StageSwitch(L.Callback):
@@ -27,6 +27,14 @@ class StageSwitch(L.Callback):
         self.metric, self.threshold = metric, threshold
         self.min_sft_steps, self.max_sft_steps = min_sft_steps, max_sft_steps
         self.switched_at: int | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        max_steps = trainer.max_steps
+        if self.switched_at is None and max_steps and 0 < max_steps <= self.max_sft_steps:
+            rank_zero_warn(
+                f"StageSwitch: max_sft_steps={self.max_sft_steps} >= trainer.max_steps={max_steps}, so this run "
+                f"reaches RL only if {self.metric} >= {self.threshold} at a validation; lower max_sft_steps"
+            )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.switched_at is None and trainer.global_step >= self.max_sft_steps:

@@ -132,12 +132,13 @@ class RlvrCLI(LightningCLI):
             return super()._run_subcommand(subcommand)
         self._prepare_fit()
         run_dir = Path(self.trainer.log_dir) if self.trainer.logger is not None else None
-        fresh = run_dir is not None and not run_dir.exists()
+        # the folders this run creates: runs/<name>/version_N and, when new, runs/<name> and runs
+        created = [d for d in (run_dir, *run_dir.parents[:2]) if not d.exists()] if run_dir is not None else []
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
-            if fresh and self.trainer.global_step == 0 and self.trainer.is_global_zero:
-                remove_run_dir(run_dir)  # config.yaml and an empty event file are not a run
+            if created and created[0] == run_dir and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+                remove_run_dir(created)  # config.yaml and an empty event file are not a run
             raise
 
     def _prepare_fit(self) -> None:
@@ -163,11 +164,15 @@ class RlvrCLI(LightningCLI):
         sys.stderr.write(captured.getvalue())
 
 
-def remove_run_dir(run_dir: Path) -> None:
+def remove_run_dir(created: list[Path]) -> None:
+    """Remove the run folder ``created[0]`` (unless it holds a checkpoint) and the parents this run created,
+    where nothing else has appeared in them since."""
+    run_dir = created[0]
     if run_dir.exists() and not (run_dir / "checkpoints" / LAST_CKPT).exists():
         shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            run_dir.parent.rmdir()  # runs/<name>, when this was its only run
+        for parent in created[1:]:
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only when empty
 
 
 def resume_in_place(logger, ckpt_path: str | None) -> str | None:
