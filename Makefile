@@ -22,7 +22,7 @@ RUNS     ?= $(wildcard $(LOGDIR)/eval/*)
 # passive OpenMP waiting: spinning threads slow small CPU ops ~7x when anything else runs (rlvr/__init__.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install train test test-slow lint bench eval report tb clean
+.PHONY: help install train test test-slow test-trainer lint bench eval report tb clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: $(STAMP) ## fast test suite (offline, CPU)
 
 test-slow: $(STAMP) ## slow tests: the learning check, full benchmarks
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+test-trainer: $(STAMP) ## slow trainer checks: kill -9 and resume equals the uninterrupted run, 2-process DDP
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow tests/test_resume.py tests/test_ddp.py
 
 lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

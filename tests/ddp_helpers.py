@@ -33,7 +33,9 @@ class ScriptedEngine:
         for p in prompts:
             for k in range(n):
                 pick = zlib.crc32(bytes(str((list(p), k, n)), "utf8")) % len(CANDIDATES)
-                toks = self.tokenizer(CANDIDATES[pick], add_special_tokens=False)["input_ids"][: params.max_new_tokens - 1]
+                toks = self.tokenizer(CANDIDATES[pick], add_special_tokens=False)["input_ids"][
+                    : params.max_new_tokens - 1
+                ]
                 ids.append([*toks, self.eos])
                 texts.append(self.tokenizer.decode(toks, skip_special_tokens=True))
         p_ids, p_mask = left_pad(prompts, self.tokenizer.pad_token_id)

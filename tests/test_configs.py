@@ -109,7 +109,9 @@ def test_strategy_config_instantiates(name):
         from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
         assert Qwen2DecoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes
-        assert strategy.kwargs["use_orig_params"]  # Lightning's default: LoRA mixes frozen and trained weights
+        assert strategy.kwargs[
+            "use_orig_params"
+        ]  # Lightning's default: LoRA mixes frozen and trained weights
     if name == "deepspeed":
         assert strategy.config["zero_optimization"]["stage"] == 2
     if name != "ddp":

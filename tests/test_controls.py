@@ -91,7 +91,9 @@ def test_one_bf16_mixed_step_changes_the_fp32_master_weights(tmp_path):
     after = list(m.policy.parameters())
     assert all(p.dtype == torch.float32 for p in after)  # master weights stay fp32
     changed = sum(int((a != b).sum()) for a, b in zip(after, before)) / sum(b.numel() for b in before)
-    assert changed > 0.9, changed  # pure bf16 at this lr leaves most weights unchanged (below their rounding step)
+    assert changed > 0.9, (
+        changed
+    )  # pure bf16 at this lr leaves most weights unchanged (below their rounding step)
 
 
 def test_pure_low_precision_weights_warn_naming_the_fix(tmp_path):
@@ -180,7 +182,9 @@ def test_the_lr_schedule_advances_on_skipped_steps(tmp_path, monkeypatch):
     import rlvr.module as module_mod
 
     real = module_mod.policy_loss
-    monkeypatch.setattr(module_mod, "policy_loss", lambda *a, **k: (real(*a, **k)[0] * float("nan"), real(*a, **k)[1]))
+    monkeypatch.setattr(
+        module_mod, "policy_loss", lambda *a, **k: (real(*a, **k)[0] * float("nan"), real(*a, **k)[1])
+    )
     m = module(hybrid=RL, warmup_steps=10)
     with pytest.warns(UserWarning, match="update skipped"):
         trainer, logged = fit(tmp_path, m, steps=3)

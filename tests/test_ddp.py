@@ -55,7 +55,9 @@ def fit(tmp: Path, devices: int, **kw) -> tuple[dict[str, torch.Tensor], dict, f
     cmd = [sys.executable, "-m", "rlvr", "fit", "--config", str(REPO / "configs/base.yaml"), "--config", str(cfg),
            f"--trainer.devices={devices}", *strategy]  # fmt: skip
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)  # a hang fails here
+    proc = subprocess.run(
+        cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=400
+    )  # a hang fails here
     wall = time.perf_counter() - t
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     weights = [torch.load(tmp / f"weights/rank{r}.pt", weights_only=True) for r in range(devices)]

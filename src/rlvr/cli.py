@@ -133,11 +133,18 @@ class RlvrCLI(LightningCLI):
         self._prepare_fit()
         run_dir = Path(self.trainer.log_dir) if self.trainer.logger is not None else None
         # the folders this run creates: runs/<name>/version_N and, when new, runs/<name> and runs
-        created = [d for d in (run_dir, *run_dir.parents[:2]) if not d.exists()] if run_dir is not None else []
+        created = (
+            [d for d in (run_dir, *run_dir.parents[:2]) if not d.exists()] if run_dir is not None else []
+        )
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
-            if created and created[0] == run_dir and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+            if (
+                created
+                and created[0] == run_dir
+                and self.trainer.global_step == 0
+                and self.trainer.is_global_zero
+            ):
                 remove_run_dir(created)  # config.yaml and an empty event file are not a run
             raise
 

@@ -127,7 +127,9 @@ def sample_batch(
             keep = ~zero_std if dynamic_sampling else torch.ones(len(r.texts), dtype=torch.bool)
             if dynamic_sampling:
                 dropped = metrics.get("rollout/dynamic_sampling_dropped_groups", 0.0)
-                metrics["rollout/dynamic_sampling_dropped_groups"] = dropped + float((~keep).sum()) / group_size
+                metrics["rollout/dynamic_sampling_dropped_groups"] = (
+                    dropped + float((~keep).sum()) / group_size
+                )
             rows = torch.nonzero(keep).flatten()
             kept_prompts = sorted(set(r.group_ids[rows].tolist()))
             remap = {g: len(examples) + i for i, g in enumerate(kept_prompts)}

@@ -246,9 +246,11 @@ class RLVRModule(L.LightningModule):
                "dapo.dynamic_sampling with a sharded strategy (FSDP / DeepSpeed): ranks would generate in "
                "different refill rounds; use strategy=ddp or set dapo.dynamic_sampling=false")  # fmt: skip
         if self.sync == "strategy":
-            rank_zero_warn("sharded strategy (FSDP / DeepSpeed): only instantiation is tested in rlvr; the HF "
-                           "engine's decode loop does not pair its forwards across ranks, so completions of "
-                           "different lengths can stall a rank; strategy=ddp is the tested multi-process path")
+            rank_zero_warn(
+                "sharded strategy (FSDP / DeepSpeed): only instantiation is tested in rlvr; the HF "
+                "engine's decode loop does not pair its forwards across ranks, so completions of "
+                "different lengths can stall a rank; strategy=ddp is the tested multi-process path"
+            )
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a list of Examples (text + references); tensors are made on the device later
@@ -281,7 +283,10 @@ class RLVRModule(L.LightningModule):
                 step_metrics.update(self.policy_backward(exp, rows, weight=1.0 - lam))
                 step_metrics["timing_s/update"] = time.perf_counter() - t
                 # this rank's weight in the metrics' mean over ranks (distributed.mean_metrics)
-                step_metrics["_tokens"], step_metrics["_rows"] = float(exp.loss_mask[rows].sum()), float(len(rows))
+                step_metrics["_tokens"], step_metrics["_rows"] = (
+                    float(exp.loss_mask[rows].sum()),
+                    float(len(rows)),
+                )
                 self.optimizer_step_guarded(step_metrics, lam)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
