@@ -8,12 +8,12 @@ import dataclasses
 import glob
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from run_cli import fit_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from callbacks.stage_switch import StageSwitch
@@ -212,8 +212,7 @@ def test_stage_switch_past_max_steps_warns(tmp_path):
 
 def rlvr_fit(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "rlvr", "fit", "--config", str(REPO / "configs/base.yaml"), "--config",
-           str(REPO / "configs/task/math.yaml"), *args]  # fmt: skip
+    cmd = fit_command(REPO / "configs/task/math.yaml", extra=args)
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from run_cli import fit_command
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -51,9 +51,7 @@ def fit(tmp: Path, devices: int, **kw) -> tuple[dict[str, torch.Tensor], dict, f
     cfg = config(tmp, **kw)
     env = {**os.environ, "PYTHONPATH": str(REPO), "RLVR_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}  # fmt: skip
-    strategy = ["--trainer.strategy=ddp"] if devices > 1 else []
-    cmd = [sys.executable, "-m", "rlvr", "fit", "--config", str(REPO / "configs/base.yaml"), "--config", str(cfg),
-           f"--trainer.devices={devices}", *strategy]  # fmt: skip
+    cmd = fit_command(REPO / "configs/strategy/ddp.yaml", cfg, extra=(f"--trainer.devices={devices}",))
     t = time.perf_counter()
     proc = subprocess.run(
         cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=400

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_cli import fit_command
 
 from rlvr.domains.base import check_task
 
@@ -65,14 +66,12 @@ def test_the_example_is_a_task_by_duck_typing(plugin_dir, monkeypatch):
 
 def test_the_example_trains_validates_and_logs_like_a_built_in_task(plugin_dir, tmp_path):
     runs = tmp_path / "runs"
-    cmd = [
-        sys.executable, "-m", "rlvr", "fit", "--config", str(REPO / "configs" / "base.yaml"),
-        "--config", str(plugin_dir / "reverse.yaml"),
+    cmd = fit_command(plugin_dir / "reverse.yaml", extra=(
         "--trainer.max_steps=4", "--trainer.val_check_interval=4", f"--trainer.logger.init_args.save_dir={runs}",
         "--model.hybrid.schedule=step", "--model.hybrid.start=1.0", "--model.hybrid.end=0.0",
         "--model.hybrid.switch_fraction=0.5", "--model.completions_per_prompt=4", "--model.max_new_tokens=24",
         "--data.prompts_per_step=4", "--data.val_prompts_per_task=8", "--model.tiny.corpus_size=200",
-    ]  # fmt: skip
+    ))  # fmt: skip
     done = subprocess.run(cmd, cwd=tmp_path, env=_env(plugin_dir, tmp_path / "cache"), capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -120,16 +119,7 @@ def test_a_class_missing_part_of_the_protocol_is_refused_in_one_line(plugin_dir,
     (plugin_dir / "broken_tasks.py").write_text("class NoScore:\n    name = 'x'\n    components = ('a',)\n")
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("data:\n  init_args:\n    tasks:\n      - class_path: broken_tasks.NoScore\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "rlvr",
-        "fit",
-        "--config",
-        str(REPO / "configs" / "base.yaml"),
-        "--config",
-        str(cfg),
-    ]
+    cmd = fit_command(cfg)
     done = subprocess.run(cmd, cwd=tmp_path, env=_env(plugin_dir, tmp_path / "cache"), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2

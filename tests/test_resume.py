@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from run_cli import fit_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,17 +40,7 @@ def config(tmp_path: Path, max_steps: int, switch_step: int, every: int, val_eve
 
 def rlvr_fit(cfg: Path, *extra: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RLVR_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "rlvr",
-        "fit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--config",
-        str(cfg),
-        *extra,
-    ]
+    cmd = fit_command(cfg, extra=extra)
     return subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
