@@ -23,7 +23,9 @@ _IGNORED_WARNINGS = (
 
 class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(("💡 Tip", "Seed set to"))
+        message = str(record.getMessage())
+        # deepspeed (a dev dependency Lightning imports when installed) announces a CPU-only machine
+        return not message.startswith(("💡 Tip", "Seed set to", "Setting accelerator to CPU"))
 
 
 def quiet() -> None:
@@ -35,7 +37,7 @@ def quiet() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.fabric.utilities.seed"):  # fmt: skip
+                 "lightning.fabric.utilities.seed", "DeepSpeed"):  # fmt: skip
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
