@@ -100,8 +100,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_curves(tmp_path):
               if a != pytest.approx(b, rel=1e-5, abs=1e-6)]  # fmt: skip
     assert not differ, (killed_at, differ[:10])
     worst = max(abs(a - b) for tag in full for (_, a), (_, b) in zip(full[tag], resumed[tag]))
-    print(f"killed after step {killed_at}; {sum(map(len, full.values()))} points on {len(full)} curves; "
-          f"largest difference {worst:.3g}")
+    print(
+        f"killed after step {killed_at}; {sum(map(len, full.values()))} points on {len(full)} curves; "
+        f"largest difference {worst:.3g}"
+    )
     after = [s for s, _ in full["train/pg_loss"]]
     assert min(after) == 8 and max(after) == 11  # RL steps, all after the resume point
 
