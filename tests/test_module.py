@@ -167,8 +167,8 @@ def test_engine_is_chosen_by_config_and_synced_after_every_optimizer_step(tmp_pa
     (engine,) = CountingEngine.instances
     assert module.engine is engine and engine.label == "mine"
     assert engine.generated >= 2  # the RL step's rollout and the final validation
-    assert len(engine.synced) == 3  # one sync per optimizer step...
-    assert engine.synced[0] != engine.synced[1]  # ...each handing over the weights that step produced
+    assert len(engine.synced) == 1 + 3  # at train start (after any restore), then one per optimizer step...
+    assert engine.synced[1] != engine.synced[2]  # ...each handing over the weights that step produced
 
 
 def test_unknown_engine_is_one_line():

@@ -212,3 +212,20 @@ def test_cache_layers_are_preallocated(engine):
     cache = preallocated_cache(engine.model.config, 8)
     assert len(cache.layers) == engine.model.config.num_hidden_layers
     assert all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+
+
+def test_vllm_engine_refuses_what_it_cannot_do_in_one_line(engine):
+    # checked before vLLM is imported, so these hold in the main venv too (the engine itself: tests/test_vllm.py)
+    from rlvr.models import add_lora
+    from rlvr.rollout import build_engine
+
+    model, tok = engine.model, engine.tokenizer
+    with pytest.raises(ValueError, match="keep_sampling_mask.*rollout.engine=hf"):
+        build_engine("vllm", model, tok, record_keep_mask=True)
+    with pytest.raises(ValueError, match="sync=lora needs a LoRA policy"):
+        build_engine("vllm", model, tok, options={"sync": "lora"})
+    lora = add_lora(
+        load_causal_lm(model.config._name_or_path), r=4, alpha=8, dropout=0.0, target_modules="all-linear"
+    )
+    with pytest.raises(ValueError, match="sleep_level=2"):
+        build_engine("vllm", lora, tok, options={"enable_sleep_mode": True, "sleep_level": 2})

@@ -130,7 +130,9 @@ def build_tiny(
         # process (each node's too) builds its own copy here
         config.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
-        safetensors.torch.save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        # tied embeddings: stored once under the embedding's name, as save_pretrained does (vLLM reads it)
+        weights = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        safetensors.torch.save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf_tok.save_pretrained(tmp)
         _mark_qwen2_tokenizer(tmp)
         tmp.rename(out)

@@ -242,6 +242,7 @@ class RLVRModule(L.LightningModule):
         # Gradients are summed over ranks once per optimizer step (sum_gradients): DDP's own all-reduce in
         # backward would pair per micro-batch, and ranks with different micro-batch counts would hang.
         self.sync = _gradient_sync(self.trainer.strategy)
+        self.engine.update_weights(self.policy)  # the weights of a restored checkpoint, not the files'
         _check(self.sync != "strategy" or not self.dapo.dynamic_sampling,
                "dapo.dynamic_sampling with a sharded strategy (FSDP / DeepSpeed): ranks would generate in "
                "different refill rounds; use strategy=ddp or set dapo.dynamic_sampling=false")  # fmt: skip

@@ -50,7 +50,9 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="hf", help="rollout engine: hf (or pkg.module.Class of your own)")
+    p.add_argument(
+        "--engine", default="hf", help="rollout engine: hf | vllm (or pkg.module.Class of your own)"
+    )
     p.add_argument(
         "--out",
         help="result directory (metrics.json, samples.jsonl, errors.json, report.md); "

@@ -12,6 +12,7 @@ from typing import Any
 #: engine name -> "module:Class" (imported on first use, so choosing one never imports another's stack)
 ENGINES: dict[str, str] = {
     "hf": "rlvr.rollout.hf:HFEngine",
+    "vllm": "rlvr.rollout.vllm:VLLMEngine",
 }
 
 
