@@ -155,8 +155,9 @@ def test_truncation_by_hand():
     assert keep(top_k=3) == [[True, True, True, False]]
     assert keep(top_k=3, top_p=0.75) == [[True, True, False, False]]
     assert keep() == [[True] * 4]
-    token, logp, kept = sample_next(logits, SamplingParams(temperature=1.0, top_p=0.75))
-    assert kept.tolist() == [[True, True, False, False]] and int(token) in (0, 1)
+    token, logp, count = sample_next(logits, SamplingParams(temperature=1.0, top_p=0.75))
+    assert count.tolist() == [2] and int(token) in (0, 1)
+    assert sample_next(logits, SamplingParams(temperature=1.0))[2].tolist() == [0]  # nothing cut
     assert torch.allclose(logp.exp(), torch.tensor([0.5, 0.3])[token] / 0.8)
 
 
@@ -168,23 +169,22 @@ def test_sample_categorical_frequencies():
     assert torch.allclose(counts, probs[0], atol=0.015)
 
 
-def test_keep_mask_recorded_and_used_by_training_forward(engine):
-    """top-p sampling: the keep mask is the nucleus at each step, and with it the training forward gives the
-    sampler's log-probs (without it they would differ)."""
+def test_keep_count_recorded_and_used_by_training_forward(engine):
+    """top-p sampling: the recorded count (one number per position, not a [N, T, V] mask) defines the nucleus
+    at each step, and with it the training forward gives the sampler's log-probs (without it they differ)."""
     keeper = HFEngine(engine.model, engine.tokenizer, record_keep_mask=True)
     prompts = _prompts(engine.tokenizer)
     params = SamplingParams(max_new_tokens=10, temperature=0.7, top_p=0.9)
     torch.manual_seed(2)
     r = keeper.generate(prompts, 2, params)
     n, t = r.completion_ids.shape
-    assert r.keep_mask.shape == (n, t, len(engine.tokenizer)) and r.keep_mask.dtype == torch.bool
+    assert r.keep_count.shape == (n, t) and r.keep_count.dtype == torch.long
     m = r.completion_mask.bool()
-    assert torch.all(r.keep_mask[~m])  # all True past the end
-    assert torch.all(r.keep_mask.gather(-1, r.completion_ids[..., None])[..., 0])  # drawn tokens were allowed
-    assert not torch.all(r.keep_mask[m])  # top-p did truncate
+    assert torch.all(r.keep_count[~m] == 0)  # nothing cut past the end
+    assert (r.keep_count[m] > 0).any()  # top-p did truncate
     with torch.no_grad():
         args = (keeper.model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, 0.7)
-        logp, _ = completion_logprobs(*args, keep_mask=r.keep_mask)
+        logp, _ = completion_logprobs(*args, keep_count=r.keep_count)
         full, _ = completion_logprobs(*args)
         ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
         attn = torch.cat([r.prompt_mask, r.completion_mask.long()], 1)
@@ -193,18 +193,33 @@ def test_keep_mask_recorded_and_used_by_training_forward(engine):
         )
     assert torch.allclose(logp[m], r.sampler_logp[m], atol=1e-4)
     assert not torch.allclose(full[m], r.sampler_logp[m], atol=1e-4)
-    # the recorded mask is the nucleus of the training forward's distribution at each position
+    # the count is the size of the nucleus of the training forward's distribution at each position
     z = logits.logits[:, r.prompt_ids.shape[1] - 1 : -1].float() / 0.7  # [N, T, V]
-    nucleus = truncate_logits(z.flatten(0, 1), top_p=0.9).view_as(z) > float("-inf")
-    assert torch.equal(nucleus[m], r.keep_mask[m])
+    nucleus = (truncate_logits(z.flatten(0, 1), top_p=0.9).view_as(z) > float("-inf")).sum(-1)
+    cut = r.keep_count > 0
+    assert (nucleus[m & cut] - r.keep_count[m & cut]).abs().max() <= 1  # equal but for boundary near-ties
 
 
-def test_keep_mask_all_true_without_truncation(engine):
+def test_keep_count_cuts_nothing_without_truncation(engine):
     keeper = HFEngine(engine.model, engine.tokenizer, record_keep_mask=True)
     r = keeper.generate(_prompts(engine.tokenizer), 1, SamplingParams(max_new_tokens=5, temperature=1.0))
-    assert (
-        r.keep_mask.all() and engine.generate([[1, 2]], 1, SamplingParams(max_new_tokens=2)).keep_mask is None
-    )
+    assert torch.all(r.keep_count == 0)
+    assert engine.generate([[1, 2]], 1, SamplingParams(max_new_tokens=2)).keep_count is None
+
+
+def test_the_drawn_token_is_kept_when_this_forward_ranks_it_just_outside_the_count():
+    from rlvr.algo.logprobs import token_logprobs
+
+    logits = torch.tensor([[[2.0, 1.0, 1.0 + 1e-6, 0.0]]])  # the sampler had token 1 second; here it is third
+    ids = torch.tensor([[1]])
+    kept = token_logprobs(logits, ids, keep_count=torch.tensor([[2]]))
+    assert torch.isfinite(kept).all()
+    by_mask = token_logprobs(logits, ids, keep_mask=torch.tensor([[[True, True, True, False]]]))
+    torch.testing.assert_close(kept, by_mask)  # token 1 kept alongside the top two
+    everything = token_logprobs(
+        logits, torch.tensor([[0]]), keep_count=torch.tensor([[0]])
+    )  # 0 = nothing cut
+    torch.testing.assert_close(everything, torch.log_softmax(logits, -1)[..., 0])
 
 
 def test_cache_layers_are_preallocated(engine):

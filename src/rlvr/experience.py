@@ -45,8 +45,8 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
         texts=[s for r in parts for s in r.texts],
         group_ids=torch.cat(groups),
     )
-    if all(r.keep_mask is not None for r in parts):
-        merged.keep_mask = torch.cat([_pad_cols(r.keep_mask, t, True) for r in parts])
+    if all(r.keep_count is not None for r in parts):
+        merged.keep_count = torch.cat([_pad_cols(r.keep_count, t, 0) for r in parts])
     return merged
 
 
@@ -63,8 +63,8 @@ def select_rollout(r: Rollout, rows: Tensor) -> Rollout:
         texts=[r.texts[i] for i in idx],
         group_ids=r.group_ids[rows],
     )
-    if r.keep_mask is not None:
-        out.keep_mask = r.keep_mask[rows]
+    if r.keep_count is not None:
+        out.keep_count = r.keep_count[rows]
     return out
 
 
@@ -160,7 +160,7 @@ class MicroBatch:
     prompt_mask: Tensor  # [n, Lp]
     completion_ids: Tensor  # [n, T] long, right-padded
     completion_mask: Tensor  # [n, T] float
-    keep_mask: Tensor | None  # [n, T, V] bool: the sampler's top-k/top-p set (keep-sampling mask)
+    keep_count: Tensor | None  # [n, T] long: how many top tokens the sampler kept (keep-sampling mask)
     old_logp: Tensor | None  # [n, T] π_old when stored (several updates per rollout)
     sampler_logp: Tensor  # [n, T]
     advantages: Tensor  # [n]
@@ -196,7 +196,7 @@ class Experience:
 
         return MicroBatch(
             prompt_ids=on(r.prompt_ids), prompt_mask=on(r.prompt_mask), completion_ids=on(r.completion_ids),
-            completion_mask=on(r.completion_mask), keep_mask=on(r.keep_mask), old_logp=on(self.old_logp),
+            completion_mask=on(r.completion_mask), keep_count=on(r.keep_count), old_logp=on(self.old_logp),
             sampler_logp=on(r.sampler_logp), advantages=on(self.advantages), loss_mask=on(self.loss_mask),
             task_ids=on(self.task_ids),
         )  # fmt: skip

@@ -422,7 +422,7 @@ class RLVRModule(L.LightningModule):
             rows_mb = micro[-1][:1] if pad else micro[i]
             mb = exp.micro_batch(rows_mb, self.device)
             logp, entropy = completion_logprobs(self.policy, *mb.sequences, temp, with_entropy=True,
-                                                keep_mask=mb.keep_mask)  # fmt: skip
+                                                keep_count=mb.keep_count)  # fmt: skip
             if pad:
                 self.manual_backward(0.0 * logp.sum())
                 continue
@@ -449,7 +449,7 @@ class RLVRModule(L.LightningModule):
         for rows_mb in rows.split(self.micro_batch_size):
             mb = exp.micro_batch(rows_mb, self.device)
             ent = completion_entropies(
-                self.policy, *mb.sequences, self.sampling.temperature, keep_mask=mb.keep_mask
+                self.policy, *mb.sequences, self.sampling.temperature, keep_count=mb.keep_count
             )
             values.append(ent[mb.loss_mask > 0].float().cpu())
         local = torch.cat(values) if values else torch.zeros(0)

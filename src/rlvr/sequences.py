@@ -81,12 +81,12 @@ def completion_logprobs(
     completion_mask: Tensor,  # [B, T]
     temperature: float = 1.0,
     with_entropy: bool = False,
-    keep_mask: Tensor | None = None,  # [B, T, V] bool, tokens the sampler could draw
+    keep_count: Tensor | None = None,  # [B, T] long, how many top tokens the sampler kept (0: all)
 ) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs [B, T] of the completion tokens (and entropies [B, T] if asked).
 
     Logits are computed only for the completion positions (``logits_to_keep``), divided by the sampling
-    temperature so the probabilities are those the sampler used, and restricted to ``keep_mask`` when given.
+    temperature so the probabilities are those the sampler used, and restricted to the sampler's kept set when ``keep_count`` is given.
     """
     ids = torch.cat([prompt_ids, completion_ids], 1)  # [B, L]
     attn = torch.cat([prompt_mask.long(), completion_mask.long()], 1)
@@ -96,17 +96,17 @@ def completion_logprobs(
     logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits
     logits = logits[:, :-1]  # [B, T, V]: position j predicts completion token j
     temp = temperature if temperature > 0 else 1.0
-    logp = token_logprobs(logits, completion_ids, temperature=temp, keep_mask=keep_mask)
-    entropy = entropy_from_logits(logits, temperature=temp, keep_mask=keep_mask) if with_entropy else None
+    logp = token_logprobs(logits, completion_ids, temperature=temp, keep_count=keep_count)
+    entropy = entropy_from_logits(logits, temperature=temp, keep_count=keep_count) if with_entropy else None
     return logp, entropy
 
 
 @torch.no_grad()
 def completion_entropies(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0,
-                         keep_mask=None) -> Tensor:  # fmt: skip
+                         keep_count=None) -> Tensor:  # fmt: skip
     """Per-token entropies [B, T] of the completion positions, without gradient."""
     return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
-                               with_entropy=True, keep_mask=keep_mask)[1]  # fmt: skip
+                               with_entropy=True, keep_count=keep_count)[1]  # fmt: skip
 
 
 @torch.no_grad()
@@ -116,7 +116,7 @@ def rollout_logprobs(model, exp, micro_batch_size: int, device, temperature: flo
     out = []
     for rows in torch.arange(len(exp.rollout.texts)).split(micro_batch_size):
         mb = exp.micro_batch(rows, device)
-        out.append(completion_logprobs(model, *mb.sequences, temperature, keep_mask=mb.keep_mask)[0])
+        out.append(completion_logprobs(model, *mb.sequences, temperature, keep_count=mb.keep_count)[0])
     return torch.cat(out).cpu()
 
 
@@ -125,6 +125,6 @@ def reference_logprobs(policy, ref_policy, mb, temperature: float) -> Tensor:
     """Log-probs [n, T] of a micro-batch under the reference policy: the frozen copy ``ref_policy`` when there
     is one, else ``policy`` (a peft model) with its adapters disabled."""
     if ref_policy is not None:
-        return completion_logprobs(ref_policy, *mb.sequences, temperature, keep_mask=mb.keep_mask)[0]
+        return completion_logprobs(ref_policy, *mb.sequences, temperature, keep_count=mb.keep_count)[0]
     with policy.disable_adapter():
-        return completion_logprobs(policy, *mb.sequences, temperature, keep_mask=mb.keep_mask)[0]
+        return completion_logprobs(policy, *mb.sequences, temperature, keep_count=mb.keep_count)[0]

@@ -19,23 +19,38 @@ __all__ = ["entropy_from_logits", "token_logprobs"]
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MiB in float32
 
 
-def _prepare(logits: Tensor, temperature: float, keep_mask: Tensor | None) -> Tensor:
-    """Float32-or-wider logits [n, t, V] / temperature, with tokens outside ``keep_mask`` set to -inf."""
+def _prepare(logits: Tensor, temperature: float, keep_mask: Tensor | None, keep_count: Tensor | None,
+             ids: Tensor | None = None) -> Tensor:  # fmt: skip
+    """Float32-or-wider logits [n, t, V] / temperature, with tokens outside the sampler's kept set at -inf: the
+    set is ``keep_mask`` [n, t, V], or the ``keep_count`` [n, t] tokens with the largest logits (top-k and top-p
+    keep a prefix of the tokens ordered by logit, so its length defines it; 0 = all). By count, two tokens
+    that this forward orders differently from the sampler by a rounding error swap places, a negligible change
+    of mass (a cut-off value would let any number of near-ties in or out). With ``ids`` the drawn token is
+    always kept."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if temperature != 1.0:
         z = z / temperature
     if keep_mask is not None:
         z = z.masked_fill(~keep_mask, float("-inf"))
+    if keep_count is not None:
+        with torch.no_grad():
+            k = keep_count.long().unsqueeze(-1)  # [n, t, 1]
+            ordered = z.detach().sort(-1, descending=True).values
+            threshold = ordered.gather(-1, (k.clamp(1, z.shape[-1]) - 1)).masked_fill(k <= 0, float("-inf"))
+            drop = z.detach() < threshold
+            if ids is not None:
+                drop = drop.scatter(-1, ids.unsqueeze(-1), False)
+        z = z.masked_fill(drop, float("-inf"))
     return z
 
 
-def _logprob_chunk(logits: Tensor, ids: Tensor, keep_mask: Tensor | None, temperature: float) -> Tensor:
-    z = _prepare(logits, temperature, keep_mask)  # [n, t, V]
+def _logprob_chunk(logits, ids, keep_mask, keep_count, temperature: float) -> Tensor:
+    z = _prepare(logits, temperature, keep_mask, keep_count, ids)  # [n, t, V]
     return z.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)  # [n, t]
 
 
-def _entropy_chunk(logits: Tensor, keep_mask: Tensor | None, temperature: float) -> Tensor:
-    logp = torch.log_softmax(_prepare(logits, temperature, keep_mask), dim=-1)  # [n, t, V]
+def _entropy_chunk(logits, keep_mask, keep_count, temperature: float) -> Tensor:
+    logp = torch.log_softmax(_prepare(logits, temperature, keep_mask, keep_count), dim=-1)  # [n, t, V]
     # excluded tokens have p = 0 and logp = -inf; zero logp there so 0 * -inf gives no NaN (nor in backward)
     logp_finite = logp.masked_fill(~torch.isfinite(logp), 0.0)
     return -(logp.exp() * logp_finite).sum(-1)  # [n, t]
@@ -67,6 +82,7 @@ def token_logprobs(
     ids: Tensor,
     temperature: float = 1.0,
     keep_mask: Tensor | None = None,
+    keep_count: Tensor | None = None,
 ) -> Tensor:
     """log pi(ids[n, t] | logits[n, t]) [N, T] in float32 (or float64 for float64 logits).
 
@@ -75,10 +91,18 @@ def token_logprobs(
         sampling mask"); logits outside it are -inf before the softmax, so pi_theta and pi_old are compared on
         the same truncated action space. Every position must keep at least one token (padding rows: all True);
         an id outside its keep set gets -inf.
+    keep_count: [N, T] long, the same set in O(N·T): the number of most likely tokens the sampler kept (0: no
+        truncation); the [N, T, V] mask is only ever built one chunk at a time. ``ids`` are always kept.
     """
-    return _chunked(_logprob_chunk, logits, [ids, keep_mask], temperature)
+    return _chunked(_logprob_chunk, logits, [ids, keep_mask, keep_count], temperature)
 
 
-def entropy_from_logits(logits: Tensor, temperature: float = 1.0, keep_mask: Tensor | None = None) -> Tensor:
-    """Entropy (nats) [N, T] of softmax(logits / temperature) restricted to ``keep_mask`` [N, T, V] if given."""
-    return _chunked(_entropy_chunk, logits, [keep_mask], temperature)
+def entropy_from_logits(
+    logits: Tensor,
+    temperature: float = 1.0,
+    keep_mask: Tensor | None = None,
+    keep_count: Tensor | None = None,
+) -> Tensor:
+    """Entropy (nats) [N, T] of softmax(logits / temperature) restricted to the kept set (``keep_mask`` [N, T, V]
+    or ``keep_count`` [N, T], as in :func:`token_logprobs`)."""
+    return _chunked(_entropy_chunk, logits, [keep_mask, keep_count], temperature)

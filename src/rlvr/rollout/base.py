@@ -35,7 +35,9 @@ class Rollout:
     truncated: Tensor  # [N] bool, hit max_new_tokens without EOS
     texts: list[str]  # decoded completions, special tokens removed
     group_ids: Tensor  # [N] long, index of the prompt each completion answers
-    keep_mask: Tensor | None = None  # [N, T, V] bool, tokens the sampler could draw (all True past the end)
+    # [N, T] long, the sampler's kept set (keep-sampling mask) in O(N·T): the number of most likely tokens
+    # top-k / top-p kept at each step; 0 where nothing was cut and past the end
+    keep_count: Tensor | None = None
 
     @property
     def lengths(self) -> Tensor:  # [N]

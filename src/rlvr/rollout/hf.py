@@ -105,18 +105,22 @@ def sample_categorical(probs: Tensor) -> Tensor:
 def sample_next(logits: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor, Tensor]:
     """Draw one token per row from raw logits [B, V].
 
-    Returns token [B] long, its log-prob [B] under the distribution it was drawn from, and the keep mask [B, V]
-    (tokens that distribution could draw). Greedy (temperature 0) takes the argmax; its log-prob is under the
-    untempered, untruncated softmax, as ``generate(output_scores=True)`` reports it.
+    Returns token [B] long, its log-prob [B] under the distribution it was drawn from, and the keep count [B]:
+    how many of the most likely tokens top-k / top-p kept (0 when nothing was cut), which defines the kept set.
+    Greedy (temperature 0) takes the argmax; its log-prob is under the untempered, untruncated softmax, as
+    ``generate(output_scores=True)`` reports it.
     """
     logits = logits.float()
+    count = torch.zeros(logits.shape[:1], dtype=torch.long, device=logits.device)
     if params.temperature > 0:
         if params.temperature != 1.0:
             logits = logits / params.temperature
         logits = truncate_logits(logits, params.top_k, params.top_p)
+        kept = (logits > float("-inf")).sum(-1)
+        count = torch.where(kept < logits.shape[-1], kept, count)
     logp = torch.log_softmax(logits, -1)  # [B, V]
     token = logits.argmax(-1) if params.temperature <= 0 else sample_categorical(logp.exp())
-    return token, logp.gather(-1, token[:, None]).squeeze(1), logits > float("-inf")
+    return token, logp.gather(-1, token[:, None]).squeeze(1), count
 
 
 class HFEngine:
@@ -126,8 +130,8 @@ class HFEngine:
         model: the causal LM (a peft model is fine).
         tokenizer: its tokenizer; ``eos_token_id`` and ``pad_token_id`` stop and pad generation.
         stop_token_ids: extra ids that end a completion (e.g. ``<|endoftext|>`` next to ``<|im_end|>``).
-        record_keep_mask: also return the sampler's keep mask [N, T, V] bool in ``Rollout.keep_mask`` (the
-            tokens it could draw after top-k / top-p truncation; DeepSeek-V3.2 "keep sampling mask").
+        record_keep_mask: also return the sampler's kept set after top-k / top-p truncation (DeepSeek-V3.2
+            "keep sampling mask") as ``Rollout.keep_count`` [N, T]: how many top tokens each step kept.
     """
 
     def __init__(self, model, tokenizer, stop_token_ids: Sequence[int] = (), record_keep_mask: bool = False):
@@ -164,14 +168,14 @@ class HFEngine:
             truncated=truncated,
             texts=texts,
             group_ids=torch.arange(len(prompts), device=device).repeat_interleave(n),
-            keep_mask=keep,
+            keep_count=keep,
         )
 
     def _decode(
         self, prompt_ids: Tensor, prompt_mask: Tensor, n: int, params: SamplingParams
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Completion ids [N, T] (pad after the end), sampler log-probs [N, T] (0 after) and, if recorded, the
-        keep mask [N, T, V] (all True after the end, as ``token_logprobs`` expects of padding).
+        keep count [N, T] (0 after the end and where nothing was cut).
 
         Each prompt row is encoded once; its cache is then repeated ``n`` times. Rows are removed from the batch
         (cache included) as soon as they emit a stop token, so finished sequences cost nothing.
@@ -196,7 +200,7 @@ class HFEngine:
         logp = torch.zeros((big_n, t_max), device=device)
         keep = None
         if self.record_keep_mask:
-            keep = torch.ones((big_n, t_max, logits.shape[-1]), dtype=torch.bool, device=device)
+            keep = torch.zeros((big_n, t_max), dtype=torch.long, device=device)
         steps = 0
         for t in range(t_max):
             token, token_logp, step_keep = sample_next(logits, params)
