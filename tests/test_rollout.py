@@ -244,3 +244,32 @@ def test_vllm_engine_refuses_what_it_cannot_do_in_one_line(engine):
     )
     with pytest.raises(ValueError, match="sleep_level=2"):
         build_engine("vllm", lora, tok, options={"enable_sleep_mode": True, "sleep_level": 2})
+
+
+def test_shared_prompt_pass_equals_the_joint_forward_with_gradients(engine):
+    """The G completions of a prompt share its forward (prompt KV cache repeated): log-probs and gradients are
+    those of one forward over prompt + completion per row."""
+    from rlvr.sequences import completion_logits
+
+    model, tok = engine.model, engine.tokenizer
+    torch.manual_seed(0)
+    r = engine.generate(_prompts(tok), 3, SamplingParams(max_new_tokens=8, temperature=1.0))
+    seqs = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    results = []
+    for shared in (True, False):
+        model.zero_grad(set_to_none=True)
+        if shared:
+            logp, _ = completion_logprobs(model, *seqs)
+        else:  # distinct prompt rows (one padding column more) make completion_logits take the joint path
+            p_ids = torch.cat([torch.full_like(seqs[0][:, :1], tok.pad_token_id), seqs[0]], 1)
+            p_mask = torch.cat([torch.zeros_like(seqs[1][:, :1]), seqs[1]], 1)
+            p_ids[:, 0] = torch.arange(len(p_ids))  # unique rows; masked out, so the model never sees them
+            logp, _ = completion_logprobs(model, p_ids, p_mask, *seqs[2:])
+        (logp * seqs[3]).sum().backward()
+        results.append((logp.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (shared_lp, shared_g), (joint_lp, joint_g) = results
+    m = seqs[3].bool()
+    torch.testing.assert_close(shared_lp[m], joint_lp[m], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shared_g, joint_g, rtol=1e-3, atol=1e-6)
+    assert completion_logits(model, *seqs).shape == (*seqs[2].shape, len(tok))
+    model.zero_grad(set_to_none=True)

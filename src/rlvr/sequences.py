@@ -73,6 +73,42 @@ def sft_micro_batches(
     return micro, total_tokens
 
 
+def completion_logits(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                      completion_mask: Tensor) -> Tensor:  # fmt: skip
+    """Logits [B, T, V] where ``[:, j]`` predicts completion token ``j`` (differentiable).
+
+    The G completions of a prompt share it, as they did in the rollout: each distinct prompt row goes through
+    the model once, its KV cache is repeated for its completions, and only completion tokens are run after it
+    (so a batch of P prompts x G completions costs P·Lp + P·G·T positions, not P·G·(Lp + T)); gradients flow
+    into the shared prompt pass. Logits are computed only for the completion positions. Without repeats it is
+    one forward over prompt + completion.
+    """
+    p_mask = prompt_mask.long()
+    rows, inverse = torch.unique(torch.cat([prompt_ids, p_mask], 1), dim=0, return_inverse=True)
+    t, lp = completion_ids.shape[1], prompt_ids.shape[1]
+    if rows.shape[0] == prompt_ids.shape[0]:
+        ids = torch.cat([prompt_ids, completion_ids], 1)  # [B, L]
+        attn = torch.cat([p_mask, completion_mask.long()], 1)
+        # positions count real tokens only, so left padding does not shift them (matches generate)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits
+        return logits[:, :-1]
+    u_ids, u_mask = rows[:, :lp], rows[:, lp:]
+    u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)
+    prefix = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos, use_cache=True, logits_to_keep=1)
+    cache = prefix.past_key_values
+    cache.batch_select_indices(inverse)  # each completion row gets its prompt's keys and values
+    first = prefix.logits[:, -1:][inverse]  # token 0 is predicted by the prompt's last position
+    if t == 1:
+        return first
+    # token j by completion position j - 1: the last completion token is never an input
+    attn = torch.cat([p_mask, completion_mask[:, :-1].long()], 1)
+    positions = p_mask.sum(-1, keepdim=True) + torch.arange(t - 1, device=p_mask.device)  # [B, T - 1]
+    out = model(input_ids=completion_ids[:, :-1], attention_mask=attn, position_ids=positions,
+                past_key_values=cache, use_cache=True)  # fmt: skip
+    return torch.cat([first, out.logits], 1)
+
+
 def completion_logprobs(
     model,
     prompt_ids: Tensor,  # [B, Lp] left-padded
@@ -88,13 +124,7 @@ def completion_logprobs(
     Logits are computed only for the completion positions (``logits_to_keep``), divided by the sampling
     temperature so the probabilities are those the sampler used, and restricted to the sampler's kept set when ``keep_count`` is given.
     """
-    ids = torch.cat([prompt_ids, completion_ids], 1)  # [B, L]
-    attn = torch.cat([prompt_mask.long(), completion_mask.long()], 1)
-    # positions count real tokens only, so left padding does not shift them (matches generate)
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    t = completion_ids.shape[1]
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits
-    logits = logits[:, :-1]  # [B, T, V]: position j predicts completion token j
+    logits = completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
     temp = temperature if temperature > 0 else 1.0
     logp = token_logprobs(logits, completion_ids, temperature=temp, keep_count=keep_count)
     entropy = entropy_from_logits(logits, temperature=temp, keep_count=keep_count) if with_entropy else None
