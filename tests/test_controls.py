@@ -239,3 +239,34 @@ def test_settings_survive_a_checkpoint_round_trip():
 
 def _plain(d: dict) -> dict:
     return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in d.items()}
+
+
+def test_auto_rollout_chunks_split_only_when_scoring_is_slow(tmp_path, monkeypatch):
+    import time as time_mod
+
+    m = module(hybrid=RL)
+    calls = []
+    slow = {"on": False}
+    real_score = MathTask.score
+
+    def score(self, completion, reference):
+        if slow["on"]:
+            time_mod.sleep(0.02)  # a slow verifier: 16 completions x 20 ms, far above the generation time
+        return real_score(self, completion, reference)
+
+    monkeypatch.setattr(MathTask, "score", score)
+
+    class Count(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            real = pl_module.engine.generate
+            pl_module.engine.generate = lambda prompts, n, p: (
+                calls.append(len(prompts)) or real(prompts, n, p)
+            )
+
+        def on_train_batch_end(self, trainer, pl_module, *a):
+            slow["on"] = True
+
+    fit(tmp_path, m, steps=3, callbacks=[Count()])
+    # step 0 scores fast: step 1 decodes all 4 prompts at once; step 1 scores slowly: step 2 decodes in two
+    # chunks, the first scored while the second generates; then the final validation (4 prompts)
+    assert calls == [4, 4, 2, 2, 4]

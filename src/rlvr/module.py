@@ -90,7 +90,9 @@ class RLVRModule(L.LightningModule):
             training log-probs too, so the ratio compares the same action space.
         rollout: the rollout engine (``hf`` or your own class) and its options.
         rollout_chunks: generate the batch in this many chunks of prompts; chunk k is scored (in threads and
-            the sandbox pool) while chunk k+1 is generated.
+            the sandbox pool) while chunk k+1 is generated. 0 (auto): 2 chunks when the last rollout's scoring
+            took over a quarter of its generation time (slow verifiers such as code), else 1 (a smaller decode
+            batch costs more per token than fast scoring saves).
         loss: the policy-loss family and its options (TRL names).
         scale_rewards: advantage scaling: group | batch | none (TRL).
         multitask: per-task advantage std and per-task loss weights.
@@ -126,7 +128,7 @@ class RLVRModule(L.LightningModule):
         top_k: int = 0,
         keep_sampling_mask: bool = False,
         rollout: RolloutSettings = RolloutSettings(),  # noqa: B008
-        rollout_chunks: int = 2,
+        rollout_chunks: int = 0,
         loss: PolicyLossConfig = PolicyLossConfig(),  # noqa: B008
         scale_rewards: str = "group",
         multitask: MultitaskBalance = MultitaskBalance(),  # noqa: B008
@@ -151,8 +153,8 @@ class RLVRModule(L.LightningModule):
         _check(completions_per_prompt >= 2 or _pure_sft(hybrid),
                "completions_per_prompt=1: a group-relative advantage (reward - mean of its group) is 0 for every "
                "completion, so the policy gradient would be zero; use completions_per_prompt >= 2")
-        _check(min(micro_batch_size, num_iterations, steps_per_generation, rollout_chunks) >= 1,
-               "micro_batch_size, num_iterations, steps_per_generation and rollout_chunks must be >= 1")
+        _check(min(micro_batch_size, num_iterations, steps_per_generation) >= 1 and rollout_chunks >= 0,
+               "micro_batch_size, num_iterations and steps_per_generation must be >= 1, rollout_chunks >= 0")
         _check(scale_rewards in ("group", "batch", "none"), f"scale_rewards={scale_rewards!r}: use group|batch|none")
         _check(not load_in_4bit or lora.r > 0, "load_in_4bit needs LoRA: set lora.r > 0 (QLoRA)")
         _check(hybrid.schedule in SFT_SCHEDULES,
@@ -186,6 +188,7 @@ class RLVRModule(L.LightningModule):
         self._pending_rng: dict | None = None  # RNG states of a checkpoint, applied when its next step starts
         self.sync = "none"  # how gradients meet across ranks (set at train start, see _gradient_sync)
         self._skip, self._grad_norm = False, torch.tensor(0.0)
+        self._score_share = 0.0  # the last rollout's scoring time / generation time (rollout_chunks=0)
     # fmt: on
 
     # ---------------------------------------------------------------- setup
@@ -366,7 +369,8 @@ class RLVRModule(L.LightningModule):
         verifiers run while the next chunk is generated. DAPO's overlong penalty joins as a reward component."""
         parts, waits = [], []
         t0 = time.perf_counter()
-        for chunk in split_evenly(examples, self.rollout_chunks):
+        chunks = self.rollout_chunks or (2 if self._score_share > 0.25 else 1)
+        for chunk in split_evenly(examples, chunks):
             prompts = encode_prompts(self.tokenizer, chunk, self.max_prompt_tokens)
             r = self.engine.generate(prompts, self.G, self.sampling)
             refs = [ex for ex in chunk for _ in range(self.G)]
@@ -380,8 +384,12 @@ class RLVRModule(L.LightningModule):
         if self.dapo.overlong_buffer > 0:
             pen = overlong_penalty(rollout.lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer)  # fmt: skip
             rb = add_component(rb, "overlong", pen, self.dapo.overlong_penalty_factor)
+        wait = time.perf_counter() - t1
         metrics["timing_s/generate"] += t1 - t0
-        metrics["timing_s/score"] += time.perf_counter() - t1
+        metrics["timing_s/score"] += wait
+        # scoring relative to generation (with k chunks the wait after the last one is ~1/k of it): the next
+        # auto chunking
+        self._score_share = len(parts) * wait / max(t1 - t0, 1e-9)
         return rollout, rb
 
     def _calls(self, count: int) -> int:

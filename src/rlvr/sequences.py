@@ -91,11 +91,15 @@ def completion_logits(model, prompt_ids: Tensor, prompt_mask: Tensor, completion
         attn = torch.cat([p_mask, completion_mask.long()], 1)
         # positions count real tokens only, so left padding does not shift them (matches generate)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits
+        logits = model(
+            input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1
+        ).logits
         return logits[:, :-1]
     u_ids, u_mask = rows[:, :lp], rows[:, lp:]
     u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)
-    prefix = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos, use_cache=True, logits_to_keep=1)
+    prefix = model(
+        input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos, use_cache=True, logits_to_keep=1
+    )
     cache = prefix.past_key_values
     cache.batch_select_indices(inverse)  # each completion row gets its prompt's keys and values
     first = prefix.logits[:, -1:][inverse]  # token 0 is predicted by the prompt's last position
