@@ -73,6 +73,7 @@ lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 bench: $(STAMP) ## speed benchmarks (ratios against references measured in the same run)
+	$(PY) benchmarks/bench_step.py
 	$(PY) benchmarks/bench_sandbox.py
 	$(PY) benchmarks/soak_sandbox.py
 	$(PY) benchmarks/bench_sql.py

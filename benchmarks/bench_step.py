@@ -192,6 +192,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per run, after --warmup")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fp32 base rows only")
+    ap.add_argument("--only", default="", help="rows whose label contains this (e.g. bf16)")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("--g", type=int, default=8, help=argparse.SUPPRESS)
     ap.add_argument("--t", type=int, default=32, help=argparse.SUPPRESS)
@@ -200,7 +201,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.side:
         return side_main(args)
-    rows = [r for r in ROWS if not args.quick or (not r[2] and r[3:] == (8, 32))]
+    rows = [r for r in ROWS if (not args.quick or (not r[2] and r[3:] == (8, 32))) and args.only in r[0]]
     results: dict[str, list[dict]] = {r[0]: [] for r in rows}
     with tempfile.TemporaryDirectory() as cache:
         for rnd in range(args.rounds):

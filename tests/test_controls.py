@@ -96,6 +96,29 @@ def test_one_bf16_mixed_step_changes_the_fp32_master_weights(tmp_path):
     )  # pure bf16 at this lr leaves most weights unchanged (below their rounding step)
 
 
+def test_a_bf16_mixed_grpo_run_decodes_in_fp32_and_trains(tmp_path):
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            real = pl_module.engine.generate
+
+            def generate(*a):
+                seen.append(torch.is_autocast_enabled("cpu"))
+                return real(*a)
+
+            pl_module.engine.generate = generate
+            pl_module.policy.register_forward_hook(
+                lambda *a: forwards.append(torch.is_autocast_enabled("cpu"))
+            )
+
+    forwards = []
+    _, logged = fit(tmp_path, module(hybrid=RL), steps=2, precision="bf16-mixed", callbacks=[Probe()])
+    assert seen and not any(seen)  # CPU decoding outside autocast (faster)...
+    assert any(forwards)  # ...the update's passes inside it
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in logged["train/pg_loss"])
+
+
 def test_pure_low_precision_weights_warn_naming_the_fix(tmp_path):
     with pytest.warns(UserWarning, match="bf16-mixed"):
         fit(tmp_path, module(hybrid=SFT, dtype="bfloat16"), steps=1)

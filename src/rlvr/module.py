@@ -372,7 +372,8 @@ class RLVRModule(L.LightningModule):
         chunks = self.rollout_chunks or (2 if self._score_share > 0.25 else 1)
         for chunk in split_evenly(examples, chunks):
             prompts = encode_prompts(self.tokenizer, chunk, self.max_prompt_tokens)
-            r = self.engine.generate(prompts, self.G, self.sampling)
+            with _decode_precision(self.device):
+                r = self.engine.generate(prompts, self.G, self.sampling)
             refs = [ex for ex in chunk for _ in range(self.G)]
             waits.append(score_async(self.scoring, self.tasks, [e.task for e in refs], r.texts,
                                      [e.reference for e in refs]))  # fmt: skip
@@ -527,7 +528,8 @@ class RLVRModule(L.LightningModule):
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: list[Example], batch_idx: int) -> None:
         prompts = encode_prompts(self.tokenizer, batch, self.max_prompt_tokens)
-        rollout = self.engine.generate(prompts, 1, self.val_sampling)
+        with _decode_precision(self.device):
+            rollout = self.engine.generate(prompts, 1, self.val_sampling)
         refs = [ex.reference for ex in batch]
         rewards = score_async(self.scoring, self.tasks, [ex.task for ex in batch], rollout.texts, refs)()
         self.step_log.validation(batch, rewards)
@@ -576,6 +578,13 @@ def _gradient_sync(strategy) -> str:
     from torch.nn.parallel import DistributedDataParallel
 
     return "manual" if isinstance(getattr(strategy, "model", None), DistributedDataParallel) else "strategy"
+
+
+def _decode_precision(device: torch.device):
+    """Decoding on CPU runs outside bf16-mixed autocast: one token per row at a time, the casts of every weight
+    cost more than the bf16 matmuls save (measured 0.54 -> 0.90 s per rollout on the bench shape). The
+    sampler's log-probs then come from fp32 weights; the update's own π_old pass stays in bf16."""
+    return torch.autocast("cpu", enabled=False) if device.type == "cpu" else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
