@@ -38,6 +38,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("rlvr.eval.cli", "evaluate_main", "evaluate a model or predictions on the benchmarks"),
     "compare": ("rlvr.eval.cli", "compare_main", "compare evaluation runs: deltas and flipped examples"),
     "report": ("rlvr.eval.cli", "report_main", "markdown + PNG report of evaluation runs"),
+    "merge": ("rlvr.merge", "main", "merge LoRA adapters (linear, cat, svd, ties, dare, magnitude prune)"),
 }
 
 
