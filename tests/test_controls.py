@@ -41,9 +41,9 @@ def module(**kw) -> RLVRModule:
     return RLVRModule(**kw)
 
 
-def fit(tmp_path, m: RLVRModule, steps: int, precision="32-true", callbacks=()):
+def fit(tmp_path, m: RLVRModule, steps: int, precision="32-true", callbacks=(), task=MathTask):
     plugins = [] if isinstance(precision, str) else [precision]
-    dm = MixtureDataModule([MathTask(num_train=64, num_val=4)], prompts_per_step=4, val_prompts_per_task=4,
+    dm = MixtureDataModule([task(num_train=64, num_val=4)], prompts_per_step=4, val_prompts_per_task=4,
                            val_batch_size=4)  # fmt: skip
     trainer = L.Trainer(
         max_steps=steps, val_check_interval=1000, check_val_every_n_epoch=None, num_sanity_val_steps=0,
@@ -264,20 +264,18 @@ def _plain(d: dict) -> dict:
     return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in d.items()}
 
 
-def test_auto_rollout_chunks_split_only_when_scoring_is_slow(tmp_path, monkeypatch):
-    import time as time_mod
+class BatchJudgedMath(MathTask):
+    """Scores through ``judge_batch``, as the sandboxed code task does."""
 
-    m = module(hybrid=RL)
+    def judge_batch(self, completions, references):
+        import types
+
+        return [types.SimpleNamespace(components=self.score(c, r)) for c, r in zip(completions, references)]
+
+
+@pytest.mark.parametrize("task, chunk", [(MathTask, 4), (BatchJudgedMath, 2)], ids=["fast", "batch_judged"])
+def test_auto_rollout_chunks_split_only_for_batch_judged_tasks(tmp_path, task, chunk):
     calls = []
-    slow = {"on": False}
-    real_score = MathTask.score
-
-    def score(self, completion, reference):
-        if slow["on"]:
-            time_mod.sleep(0.02)  # a slow verifier: 16 completions x 20 ms, far above the generation time
-        return real_score(self, completion, reference)
-
-    monkeypatch.setattr(MathTask, "score", score)
 
     class Count(L.Callback):
         def on_train_start(self, trainer, pl_module):
@@ -286,10 +284,5 @@ def test_auto_rollout_chunks_split_only_when_scoring_is_slow(tmp_path, monkeypat
                 calls.append(len(prompts)) or real(prompts, n, p)
             )
 
-        def on_train_batch_end(self, trainer, pl_module, *a):
-            slow["on"] = True
-
-    fit(tmp_path, m, steps=3, callbacks=[Count()])
-    # step 0 scores fast: step 1 decodes all 4 prompts at once; step 1 scores slowly: step 2 decodes in two
-    # chunks, the first scored while the second generates; then the final validation (4 prompts)
-    assert calls == [4, 4, 2, 2, 4]
+    fit(tmp_path, module(hybrid=RL), steps=2, callbacks=[Count()], task=task)
+    assert calls[:-1] == [chunk] * (2 * 4 // chunk)  # 4 prompts a step; the last call is the final validation

@@ -90,9 +90,10 @@ class RLVRModule(L.LightningModule):
             training log-probs too, so the ratio compares the same action space.
         rollout: the rollout engine (``hf`` or your own class) and its options.
         rollout_chunks: generate the batch in this many chunks of prompts; chunk k is scored (in threads and
-            the sandbox pool) while chunk k+1 is generated. 0 (auto): 2 chunks when the last rollout's scoring
-            took over a quarter of its generation time (slow verifiers such as code), else 1 (a smaller decode
-            batch costs more per token than fast scoring saves).
+            the sandbox pool) while chunk k+1 is generated. 0 (auto): 2 chunks when a prompt's task scores in
+            batches (``judge_batch``: the sandboxed code task), else 1 (a smaller decode batch costs more per
+            token than fast scoring saves). Decided from the tasks, never from timings, so sampling stays
+            reproducible.
         loss: the policy-loss family and its options (TRL names).
         scale_rewards: advantage scaling: group | batch | none (TRL).
         multitask: per-task advantage std and per-task loss weights.
@@ -188,7 +189,6 @@ class RLVRModule(L.LightningModule):
         self._pending_rng: dict | None = None  # RNG states of a checkpoint, applied when its next step starts
         self.sync = "none"  # how gradients meet across ranks (set at train start, see _gradient_sync)
         self._skip, self._grad_norm = False, torch.tensor(0.0)
-        self._score_share = 0.0  # the last rollout's scoring time / generation time (rollout_chunks=0)
     # fmt: on
 
     # ---------------------------------------------------------------- setup
@@ -369,7 +369,8 @@ class RLVRModule(L.LightningModule):
         verifiers run while the next chunk is generated. DAPO's overlong penalty joins as a reward component."""
         parts, waits = [], []
         t0 = time.perf_counter()
-        chunks = self.rollout_chunks or (2 if self._score_share > 0.25 else 1)
+        slow = any(hasattr(self.tasks[ex.task], "judge_batch") for ex in examples)
+        chunks = self.rollout_chunks or (2 if slow else 1)
         for chunk in split_evenly(examples, chunks):
             prompts = encode_prompts(self.tokenizer, chunk, self.max_prompt_tokens)
             with _decode_precision(self.device):
@@ -385,12 +386,8 @@ class RLVRModule(L.LightningModule):
         if self.dapo.overlong_buffer > 0:
             pen = overlong_penalty(rollout.lengths.cpu(), self.sampling.max_new_tokens, self.dapo.overlong_buffer)  # fmt: skip
             rb = add_component(rb, "overlong", pen, self.dapo.overlong_penalty_factor)
-        wait = time.perf_counter() - t1
         metrics["timing_s/generate"] += t1 - t0
-        metrics["timing_s/score"] += wait
-        # scoring relative to generation (with k chunks the wait after the last one is ~1/k of it): the next
-        # auto chunking
-        self._score_share = len(parts) * wait / max(t1 - t0, 1e-9)
+        metrics["timing_s/score"] += time.perf_counter() - t1
         return rollout, rb
 
     def _calls(self, count: int) -> int:
