@@ -1,4 +1,4 @@
-"""Loading the policy: hub id or local checkpoint, optional LoRA / 4-bit, and the built-in tiny model.
+"""Loading the policy: hub id or local checkpoint, optional LoRA / 4- or 8-bit base, the built-in tiny model.
 
 The tiny model is a real Qwen2-architecture checkpoint built from a config, with a byte-level BPE tokenizer
 trained on the task corpus. It is saved with ``save_pretrained`` into a cache directory keyed by its settings
@@ -180,28 +180,44 @@ def load_causal_lm(
     *,
     dtype: str = "float32",
     load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
 ):
-    """``AutoModelForCausalLM`` from a hub id or directory; 4-bit NF4 through bitsandbytes when asked."""
+    """``AutoModelForCausalLM`` from a hub id or directory; a 4-bit NF4 or 8-bit base (bitsandbytes) if asked."""
     from transformers import AutoModelForCausalLM
 
+    quantization = bnb_config(load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
     path = resolve_model_path(name_or_path)
     kwargs: dict = {"dtype": getattr(torch, dtype)}
-    if load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        )
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as e:
         raise ModelLoadError(_load_error(path, e)) from None
-    if load_in_4bit:
+    if quantization is not None:
         disable_bnb_cpu_repack(model)
     return model
+
+
+def bnb_config(*, load_in_4bit: bool, load_in_8bit: bool):
+    """The ``BitsAndBytesConfig`` of a quantized base (None for none): 4-bit NF4 with double quantization and
+    bf16 compute (QLoRA's recipe), or LLM.int8()."""
+    if load_in_4bit and load_in_8bit:
+        raise ValueError(
+            "load_in_4bit and load_in_8bit are both set: choose one (4-bit NF4 for QLoRA, or 8-bit)"
+        )
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
 
 
 def disable_bnb_cpu_repack(model: torch.nn.Module) -> None:
@@ -213,10 +229,16 @@ def disable_bnb_cpu_repack(model: torch.nn.Module) -> None:
 
 
 def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules: str | list[str] = "all-linear"):
-    """Wrap ``model`` with trainable LoRA adapters (peft); the base weights stay frozen."""
+    """Wrap ``model`` with trainable LoRA adapters (peft); the base weights stay frozen.
+
+    A bitsandbytes base (4- or 8-bit) is first prepared for k-bit training (peft): every base weight frozen,
+    half-precision non-quantized weights (norms, embeddings) cast to fp32. Gradient checkpointing stays off:
+    HF checkpoints a layer only in train mode, and the trainer keeps the policy in eval mode for every
+    log-prob pass (dropout-free), so turning it on would cost the input-grad hook and save nothing.
+    """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if getattr(model, "is_loaded_in_4bit", False):
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM"
@@ -235,20 +257,25 @@ def _load_error(path: str, err: Exception) -> str:
 
 
 def build_policy(name_or_path: str, tiny, corpus: list[str] | None, *, dtype: str, load_in_4bit: bool, lora,
-                 frozen_reference: bool):  # fmt: skip
+                 frozen_reference: bool, load_in_8bit: bool = False):  # fmt: skip
     """(tokenizer, policy, reference) for training.
 
     ``name_or_path == "tiny"`` builds the tiny model from ``tiny`` (:class:`rlvr.settings.TinyModelSettings`)
     with a tokenizer trained on ``corpus``. With ``lora.r > 0`` the policy carries adapters and the reference
     is the base with adapters disabled (``None`` here); otherwise, when ``frozen_reference``, the reference is a
-    frozen eval-mode copy of the starting weights.
+    frozen eval-mode copy of the starting weights. A quantized base (``load_in_4bit``: QLoRA, or
+    ``load_in_8bit``) needs LoRA: its integer weights cannot take gradient steps.
     """
+    bnb_config(load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)  # both set: fail before any work
+    if (load_in_4bit or load_in_8bit) and lora.r == 0:
+        bits = 4 if load_in_4bit else 8
+        raise ValueError(f"load_in_{bits}bit needs LoRA: set lora.r > 0 (the quantized base stays frozen)")
     path = name_or_path
     if path == TINY:
         settings = {k: v for k, v in dataclasses.asdict(tiny).items() if k != "corpus_size"}
         path = str(build_tiny(corpus or [], **settings))
     tokenizer = load_tokenizer(path)
-    model = load_causal_lm(path, dtype=dtype, load_in_4bit=load_in_4bit)
+    model = load_causal_lm(path, dtype=dtype, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
     reference = None
     if lora.r > 0:
         model = add_lora(
