@@ -385,3 +385,26 @@ def test_periodic_eval_logs_eval_metrics_every_n_steps(tiny_model_dir, shared_da
     cb.evaluate(trainer, module)
     assert torch.equal(state, torch.get_rng_state())  # seeded sampling ran on a private RNG stream
     assert module.policy.training  # and the policy is back in train mode
+
+
+def test_generate_benchmarks_report_strict_and_lenient_accuracy():
+    """lenient counts a right answer wherever the verifier finds it; strict also wants the required format."""
+    from rlvr.eval.benchmarks import get_benchmark
+    from rlvr.eval.runner import summarize
+    from rlvr.eval.spec import Loaded
+    from rlvr.eval.store import SampleResult
+
+    formatted = "<reasoning>\nr\n</reasoning>\n<answer>\nx\n</answer>"
+    rows = [(formatted, 1.0), ("x", 1.0), (formatted, 0.0), ("x", 0.0)]
+
+    def samples(bench, **detail):
+        return [SampleResult(bench, str(i), 0, text, ok, "correct" if ok else "wrong",
+                             {"strict_format": float(text == formatted), **detail})
+                for i, (text, ok) in enumerate(rows)]  # fmt: skip
+
+    m = summarize(get_benchmark("spider"), samples("spider"), Loaded(items=[]), 4, 1.0)
+    assert (m["lenient_accuracy"], m["strict_accuracy"]) == (0.5, 0.25)
+    # GSM8K keeps its own strict reading (an <answer> block or \boxed{}), not the generic one
+    m = summarize(get_benchmark("gsm8k"), samples("gsm8k", formatted=True), Loaded(items=[]), 4, 1.0)
+    assert (m["lenient_accuracy"], m["strict_accuracy"]) == (0.5, 0.5)
+    assert "lenient_accuracy" not in summarize(get_benchmark("arc_challenge"), [], Loaded(items=[]), 0, 1.0)

@@ -20,7 +20,7 @@ TINY = TinyModelSettings(vocab_size=600, hidden_size=64, num_layers=2, num_heads
                          intermediate_size=128, corpus_size=300)  # fmt: skip
 
 
-def fit(tmp_path, tasks, steps=4, val_every=None, **module_kwargs):
+def fit(tmp_path, tasks, steps=4, val_every=None, callbacks=(), **module_kwargs):
     module = RLVRModule(tiny=TINY, completions_per_prompt=4, max_new_tokens=24, lr=1e-3,
                         log_samples_every_n_steps=1, **module_kwargs)  # fmt: skip
     dm = MixtureDataModule(tasks, prompts_per_step=4, val_prompts_per_task=8, val_batch_size=8)
@@ -28,6 +28,7 @@ def fit(tmp_path, tasks, steps=4, val_every=None, **module_kwargs):
         max_steps=steps, val_check_interval=val_every or steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+        callbacks=list(callbacks),
     )  # fmt: skip
     trainer.fit(module, dm)
     events = glob.glob(str(tmp_path / "run" / "**" / "events.out.tfevents*"), recursive=True)
@@ -50,12 +51,38 @@ def test_sft_then_grpo_trains_and_logs_every_promised_tag(tmp_path):
         "train/loss", "train/pg_loss", "train/sft_loss", "train/kl", "train/entropy", "train/clip_frac/region",
         "reward/total", "rollout/completion_len", "rollout/truncated_frac", "timing_s/generate",
         "timing_s/score", "timing_s/update", "val/accuracy", "val/format_rate", "val/math/accuracy",
+        "val/lenient_accuracy", "val/math/lenient_accuracy", "val/math/format_rate",
     }  # fmt: skip
     assert required <= tags, required - tags
     assert {f"reward/math/{c}" for c in math.components} <= tags
     assert [e.step for e in acc.Scalars("train/sft_loss")] == [0, 1]  # SFT stage only, no stale values
     assert [e.step for e in acc.Scalars("train/pg_loss")] == [2, 3]
     assert acc.Tags()["tensors"], "sample completions were not written as text"
+
+
+def test_validation_points_give_the_curve_its_start_switch_and_end(tmp_path):
+    from callbacks import ValidationPoints
+
+    math = MathTask(num_train=64, num_val=8)
+    _, acc = fit(tmp_path, [math], steps=5, val_every=5, callbacks=[ValidationPoints()],
+                 hybrid=HybridSchedule("step", 1.0, 0.0, 3))  # fmt: skip
+    # untrained (step 0), the SFT policy before its first RL step (3) and the end, nothing twice (Lightning
+    # logs its own end-of-interval validation at global_step - 1: after 5 updates, at 4)
+    assert [e.step for e in acc.Scalars("val/math/accuracy")] == [0, 3, 4]
+    strict = [e.value for e in acc.Scalars("val/math/accuracy")]
+    lenient = [e.value for e in acc.Scalars("val/math/lenient_accuracy")]
+    assert all(s <= x for s, x in zip(strict, lenient)), (strict, lenient)
+
+
+def test_validation_points_do_not_change_what_training_samples(tmp_path):
+    from callbacks import ValidationPoints
+
+    runs = []
+    for k, cbs in enumerate(([], [ValidationPoints()])):
+        _, acc = fit(tmp_path / str(k), [MathTask(num_train=64, num_val=8)], steps=3, val_every=3,
+                     callbacks=cbs, hybrid=HybridSchedule("step", 1.0, 0.0, 1))  # fmt: skip
+        runs.append([e.value for e in acc.Scalars("train/loss")])
+    assert runs[0] == runs[1]
 
 
 def test_parameters_change_and_sft_loss_falls(tmp_path):

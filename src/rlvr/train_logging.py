@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -15,6 +16,78 @@ from rlvr.rollout.base import Rollout
 #: metrics also put in ``trainer.callback_metrics`` (callbacks such as KLMonitor read them)
 CALLBACK_METRICS = ("reward/total", "train/kl", "train/sft_loss")
 FORMAT_COMPONENT = "strict_format"
+#: validation metrics, overall and per task: strict accuracy, lenient accuracy, strict-format rate
+VAL_METRICS = ("accuracy", "lenient_accuracy", "format_rate")
+
+
+def strict_and_lenient(rewards: RewardBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample (lenient, strict, format) of a scored batch.
+
+    lenient = the task's accuracy component: the answer found wherever the verifier can parse it (a last
+    number, a stray fence, an unterminated answer block); strict = lenient and the completion is in the
+    required format (its ``strict_format`` component is 1). A task without a ``strict_format`` component
+    has no format to require: its strict figure is the lenient one and its format rate is 1.
+    """
+    lenient = rewards.correct
+    if FORMAT_COMPONENT not in rewards.names:
+        return lenient, lenient, torch.ones_like(lenient)
+    col = rewards.names.index(FORMAT_COMPONENT)
+    applies = rewards.mask[:, col]
+    fmt = torch.where(applies, (rewards.values[:, col] >= 1.0).float(), torch.ones_like(lenient))
+    return lenient, lenient * fmt, fmt
+
+
+@dataclass
+class StepRollout:
+    """One step's rollout as scored: completion ``i`` answers ``examples[rollout.group_ids[i]]``."""
+
+    step: int
+    examples: list[Example]
+    rollout: Rollout
+    rewards: RewardBatch
+
+
+def pick_samples(rewards: RewardBatch, task: str, k: int) -> list[int]:
+    """Up to ``k`` indices of ``task``'s samples spread over their reward ranking: best first, worst last."""
+    rows = sorted(
+        (i for i, t in enumerate(rewards.tasks) if t == task), key=lambda i: -float(rewards.total[i])
+    )
+    if k <= 1 or len(rows) <= k:
+        return rows[: max(k, 0)]
+    return [rows[round(j * (len(rows) - 1) / (k - 1))] for j in range(k)]
+
+
+def _code(text: str) -> str:
+    """An indented markdown code block: safe for completions that contain code fences themselves."""
+    return "\n".join("    " + line for line in (text or "(empty)").splitlines())
+
+
+def sample_markdown(record: StepRollout, i: int) -> str:
+    """Sample ``i`` as markdown: prompt, completion, total reward and every reward component with its weight
+    (``n/a`` where the component does not apply to the sample's task), reference."""
+    r, rb = record.rollout, record.rewards
+    ex = record.examples[int(r.group_ids[i])]
+    rows = [
+        f"| {name} | {float(rb.values[i, c]):.3f} | {float(rb.weights[i, c]):g} |" if rb.mask[i, c]
+        else f"| {name} | n/a | |"
+        for c, name in enumerate(rb.names)
+    ]  # fmt: skip
+    cut = ", truncated" if bool(r.truncated[i]) else ""
+    return (
+        f"**prompt**\n\n{_code(ex.messages[-1]['content'])}\n\n"
+        f"**completion** ({int(r.lengths[i])} tokens{cut})\n\n{_code(r.texts[i])}\n\n"
+        f"**reward {float(rb.total[i]):.3f}**\n\n| component | value | weight |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\n**reference**\n\n{_code(str(ex.reference)[:300])}"
+    )
+
+
+def write_samples(writer, record: StepRollout, per_task: int) -> None:
+    """TensorBoard text ``samples/<task>`` at the record's step: ``per_task`` completions of each task."""
+    for task in sorted(set(record.rewards.tasks)):
+        picked = pick_samples(record.rewards, task, per_task)
+        text = "\n\n---\n\n".join(sample_markdown(record, i) for i in picked)
+        writer.add_text(f"samples/{task}", text, global_step=record.step)
 
 
 class StepLogger:
@@ -31,11 +104,12 @@ class StepLogger:
         self.skipped = 0
         self.nonfinite_loss = False  # set by the module when a micro-batch loss is NaN/inf
         self.last: dict[str, float] = {}  # the last step's scalars (callbacks.ProgressLog prints them)
+        self.last_rollout: StepRollout | None = None  # the last rollout as scored (callbacks.SampleLogger)
 
     def setup_metrics(self, tasks: Mapping) -> None:
-        names = ["val/accuracy", "val/format_rate"]
+        names = [f"val/{m}" for m in VAL_METRICS]
         for task in sorted(tasks):
-            names += [f"val/{task}/accuracy", f"val/{task}/format_rate"]
+            names += [f"val/{task}/{m}" for m in VAL_METRICS]
         self.module.val_metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
@@ -64,34 +138,21 @@ class StepLogger:
                 "max_new_tokens or penalise length"
             )
         step = self.module.global_step
-        if self.samples_every and step % self.samples_every == 0:
-            self._write_sample(batch, rollout, rewards, step)
-
-    def _write_sample(self, batch, rollout: Rollout, rewards: RewardBatch, step: int) -> None:
+        self.last_rollout = StepRollout(step, batch, rollout, rewards)
         writer = getattr(self.module.logger, "experiment", None)
-        if writer is None or not hasattr(writer, "add_text"):
-            return
-        g = rollout.completion_ids.shape[0] // len(batch)
-        for task in sorted(set(rewards.tasks)):
-            i = rewards.tasks.index(task)
-            ex = batch[i // g]
-            text = (
-                f"**prompt**\n\n```\n{ex.messages[-1]['content']}\n```\n\n**completion** "
-                f"(reward {rewards.total[i]:.3f})\n\n```\n{rollout.texts[i]}\n```\n\n**reference**: "
-                f"`{str(ex.reference)[:300]}`"
-            )
-            writer.add_text(f"samples/{task}", text, global_step=step)
+        if self.samples_every and step % self.samples_every == 0 and hasattr(writer, "add_text"):
+            write_samples(writer, self.last_rollout, per_task=1)
 
     def validation(self, batch: list[Example], rewards: RewardBatch) -> None:
         m = self.module
-        fmt_col = rewards.names.index(FORMAT_COMPONENT) if FORMAT_COMPONENT in rewards.names else None
-        fmt = rewards.values[:, fmt_col] if fmt_col is not None else torch.zeros_like(rewards.correct)
+        lenient, strict, fmt = strict_and_lenient(rewards)
         rows = {"": torch.ones(len(batch), dtype=torch.bool)}
         rows.update({f"{t}/": torch.tensor([x == t for x in rewards.tasks]) for t in set(rewards.tasks)})
+        values_of = {"accuracy": strict, "lenient_accuracy": lenient, "format_rate": fmt}
         for prefix, sel in rows.items():
             if not sel.any():
                 continue
-            for name, values in (("accuracy", rewards.correct), ("format_rate", fmt)):
+            for name, values in values_of.items():
                 key = f"val/{prefix}{name}"
                 metric = m.val_metrics[key.replace("/", "__")]
                 metric.update(values[sel].to(m.device))

@@ -10,6 +10,10 @@
 | arc_challenge | choice     | ARC-Challenge test (1172)               | acc, acc_norm (log-likelihood)                |
 | hellaswag     | choice     | HellaSwag validation (10042)            | acc, acc_norm (log-likelihood)                |
 
+Every generate benchmark also reports ``lenient_accuracy`` (right wherever the verifier finds the answer) and
+``strict_accuracy`` (also in the prompt's required ``<reasoning>``/``<answer>`` format; GSM8K's own reading
+accepts an answer block or ``\\boxed{}``).
+
 Each entry names the module and attribute of its :class:`~rlvr.eval.spec.Benchmark`, imported on first
 use so that evaluating ARC does not import the code sandbox.
 """

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.domains.base import DataError
+from rlvr.domains.format import strict_format
 from rlvr.eval.analysis import error_summary
 from rlvr.eval.benchmarks import BENCHMARKS, get_benchmark
 from rlvr.eval.multiple_choice import ChoiceQuestion
@@ -104,7 +105,11 @@ def _score_benchmark(
     else:
         normalize = spec.normalize or (lambda c, _: c)
         verdicts = spec.judge([normalize(c, it) for it, _, _, c in rows], [it for it, *_ in rows])
-    out = [SampleResult(spec.name, uid, s, completion, v.correct, v.category, v.detail)
+
+    def detail(v: Verdict, completion: str) -> dict:
+        return v.detail if spec.kind == "choice" else {**v.detail, "strict_format": strict_format(completion)}
+
+    out = [SampleResult(spec.name, uid, s, completion, v.correct, v.category, detail(v, completion))
            for (_, uid, s, completion), v in zip(rows, verdicts)]  # fmt: skip
     return out, {"unknown_ids": unknown_ids, "skipped_predictions": unusable}
 

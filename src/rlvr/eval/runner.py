@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rlvr.domains.format import strict_format
 from rlvr.eval.analysis import error_summary
 from rlvr.eval.benchmarks import get_benchmark
 from rlvr.eval.multiple_choice import ChoiceQuestion, continuation_logliks, predictions
@@ -89,6 +90,13 @@ def summarize(
 ) -> dict:
     """The benchmark's metrics plus ``n`` (items), ``samples``, skipped counts and ``examples_per_s``."""
     out: dict[str, float] = dict(spec.metrics(samples))
+    if spec.kind == "generate" and samples:
+        # lenient: the answer found wherever the verifier parses it; strict: also in the required format
+        # (a benchmark may define its own strict reading, e.g. GSM8K's answer block or \boxed{})
+        out.setdefault("lenient_accuracy", mean([s.correct for s in samples]))
+        out.setdefault(
+            "strict_accuracy", mean([s.correct * float(s.detail.get("strict_format", 0.0)) for s in samples])
+        )
     out["n"] = n_items
     out["samples"] = len(samples)
     for reason, count in data.skipped.items():
@@ -154,7 +162,11 @@ def generate_and_judge(
     out = []
     for k, (item, verdict) in enumerate(zip(flat_items, verdicts)):
         i, s = divmod(k, n)
-        detail = {**verdict.detail, "truncated": bool(truncated[i][s])}
+        detail = {
+            **verdict.detail,
+            "truncated": bool(truncated[i][s]),
+            "strict_format": strict_format(texts[i][s]),
+        }
         out.append(
             SampleResult(spec.name, item.uid, s, texts[i][s], verdict.correct, verdict.category, detail)
         )
