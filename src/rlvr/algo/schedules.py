@@ -1,11 +1,12 @@
-"""Scalar schedules of the trainer: the SFT weight lambda of the hybrid loss and the adaptive entropy coefficient."""
+"""Scalar schedules of the trainer: the SFT weight lambda of the hybrid loss and the adaptive entropy and KL
+coefficients."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
-__all__ = ["SFT_SCHEDULES", "adapt_entropy_coef", "sft_weight"]
+__all__ = ["SFT_SCHEDULES", "adapt_entropy_coef", "adapt_kl_coef", "sft_weight"]
 
 
 def _constant(step: int, total: int, start: float, end: float, switch: int) -> float:
@@ -53,3 +54,13 @@ def adapt_entropy_coef(
     """
     step = lr if entropy <= target else -lr
     return min(max(coef + step, coef_min), coef_max)
+
+
+def adapt_kl_coef(beta: float, kl: float, target: float, n_steps: int, horizon: int) -> float:
+    """One update of the adaptive KL coefficient (Ziegler et al. 2019; TRL's ``AdaptiveKLController``).
+
+    β moves by the proportional error ``clip(kl / target - 1, -0.2, 0.2)`` scaled by ``n_steps / horizon``:
+    up while the measured KL is above ``target``, down while below, at most 20% per ``horizon`` steps.
+    """
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return beta * (1.0 + error * n_steps / horizon)
