@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from data_modules.curriculum import Curriculum
 from rlvr.domains.base import Example, check_task
 from rlvr.domains.registry import build_task
 
@@ -52,9 +53,17 @@ class MixtureStream(IterableDataset):
     position is the same on every rank (one saved position resumes them all, at any world size).
     """
 
-    def __init__(self, data: Mapping[str, Sequence[Example]], probs: Mapping[str, float], seed: int | str):
-        self.data, self.probs, self.seed = data, probs, seed
-        self.state: dict[str, Any] = {"draws": 0, "cursor": {n: 0 for n in data}}
+    def __init__(
+        self,
+        data: Mapping[str, Sequence[Example]],
+        probs: Mapping[str, float],
+        seed: int | str,
+        curriculum: Curriculum | None = None,
+    ):
+        self.probs, self.seed, self.curriculum = probs, seed, curriculum
+        # a curriculum splits each task into per-level pools; draws pick a task, then its pool at that draw
+        self.data = curriculum.pools(data) if curriculum is not None else dict(data)
+        self.state: dict[str, Any] = {"draws": 0, "cursor": {n: 0 for n in self.data}}
 
     def _order(self, task: str, epoch: int) -> list[int]:
         order = list(range(len(self.data[task])))
@@ -71,6 +80,8 @@ class MixtureStream(IterableDataset):
             for _ in range(world):  # one round: every rank's draw, this rank keeps its own
                 k = self.state["draws"]
                 task = random.Random(f"{self.seed}/draw/{k}").choices(names, weights)[0]
+                if self.curriculum is not None:
+                    task = self.curriculum.pool(task, k)
                 cur = self.state["cursor"][task]
                 epoch, pos = divmod(cur, len(self.data[task]))
                 if (task, epoch) not in orders:
@@ -113,6 +124,8 @@ class MixtureDataModule(L.LightningDataModule):
         val_prompts_per_task: held-out prompts per task used in validation (0 = all).
         val_batch_size: prompts per validation batch.
         seed: seeds the interleaving.
+        curriculum: a :class:`data_modules.curriculum.Curriculum` moving each task's training difficulty with
+            its success on the training rollouts (validation stays on each task's configured split).
     """
 
     def __init__(
@@ -125,6 +138,7 @@ class MixtureDataModule(L.LightningDataModule):
         val_prompts_per_task: int = 100,
         val_batch_size: int = 32,
         seed: int = 0,
+        curriculum: Curriculum | None = None,
     ):
         super().__init__()
         if not tasks:
@@ -152,7 +166,7 @@ class MixtureDataModule(L.LightningDataModule):
         self.tasks = {t.name: t for t in tasks}
         self.prompts_per_step, self.val_batch_size = prompts_per_step, val_batch_size
         self.mixing, self.mixing_weights, self.mixing_temperature = mixing, mixing_weights, mixing_temperature
-        self.val_prompts_per_task, self.seed = val_prompts_per_task, seed
+        self.val_prompts_per_task, self.seed, self.curriculum = val_prompts_per_task, seed, curriculum
         self.stream: MixtureStream | None = None
         self.refill_stream: MixtureStream | None = None  # DAPO refills: their own stream, never prefetched
         self._refills: Iterator[Example] | None = None
@@ -166,8 +180,10 @@ class MixtureDataModule(L.LightningDataModule):
                 raise ValueError(f"task(s) {empty} have no training examples: check their source and path")
             probs = mixture_probs({n: len(d) for n, d in train.items()}, self.mixing_weights, self.mixing,
                                   self.mixing_temperature)  # fmt: skip
-            self.stream = MixtureStream(train, probs, self.seed)
-            self.refill_stream = MixtureStream(train, probs, f"{self.seed}/refill")
+            self.stream = MixtureStream(train, probs, self.seed, self.curriculum)
+            self.refill_stream = MixtureStream(
+                train, probs, f"{self.seed}/refill"
+            )  # refills: configured levels
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
@@ -188,6 +204,13 @@ class MixtureDataModule(L.LightningDataModule):
         if isinstance(batch, PromptBatch) and self.trainer is not None and self.trainer.training:
             self.consumed = batch.position
         return batch
+
+    def observe_rewards(self, examples: Sequence[Example], correct: Sequence[float]) -> dict[str, float]:
+        """The module reports each training step's scored completions (one example per completion); the
+        curriculum, when there is one, updates its levels. Returns the scalars to log."""
+        if self.curriculum is None or self.stream is None:
+            return {}
+        return self.curriculum.observe(examples, correct, self.stream.state["draws"])
 
     def draw(self, n: int) -> list[Example]:
         """``n`` more training prompts (DAPO dynamic-sampling refills), from a stream of their own so the
@@ -221,7 +244,10 @@ class MixtureDataModule(L.LightningDataModule):
         """The position after the last batch training consumed (the same on every rank) and the refills'."""
         if self.stream is None:
             return {}
-        return {"stream": self.consumed or self.stream.position(), "refills": self.refill_stream.position()}
+        state = {"stream": self.consumed or self.stream.position(), "refills": self.refill_stream.position()}
+        if self.curriculum is not None:
+            state["curriculum"] = self.curriculum.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.setup()
@@ -230,6 +256,8 @@ class MixtureDataModule(L.LightningDataModule):
             self.consumed = self.stream.position()
         if "refills" in state:
             self.refill_stream.seek(state["refills"])
+        if self.curriculum is not None and "curriculum" in state:
+            self.curriculum.load_state_dict(state["curriculum"])
 
 
 def _as_dict(ns: Any) -> dict:

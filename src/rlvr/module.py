@@ -388,6 +388,9 @@ class RLVRModule(L.LightningModule):
             rb = add_component(rb, "overlong", pen, self.dapo.overlong_penalty_factor)
         metrics["timing_s/generate"] += t1 - t0
         metrics["timing_s/score"] += time.perf_counter() - t1
+        observe = getattr(getattr(self._trainer, "datamodule", None), "observe_rewards", None)  # a curriculum
+        if observe is not None:  # every sampled round, before dynamic sampling drops the solved groups
+            metrics.update(observe([ex for ex in examples for _ in range(self.G)], rb.correct.tolist()))
         return rollout, rb
 
     def _calls(self, count: int) -> int:

@@ -114,7 +114,10 @@ class MathTask:
         num_val: val prompts; ``None`` = all of GSM8K test, 100 of MATH-500, 200 generated.
         seed: generator seed; also fixes which MATH-500 problems are val.
         difficulty: generator level 1-5 (1: one or two +/- steps on numbers up to 20; 5: four to six steps
-            with *, exact / and numbers up to 1000).
+            with *, exact / and numbers up to 1000). Val problems are always of this level.
+        train_difficulties: generated train problems of several levels (problem i has level
+            ``train_difficulties[i % len]``, recorded in ``meta["difficulty"]``), the ladder a
+            :class:`data_modules.curriculum.Curriculum` climbs; ``None`` = all of ``difficulty``.
         lcpo_alpha: LCPO slope per word of reasoning.
         lcpo_beta: LCPO-Max offset.
 
@@ -138,6 +141,7 @@ class MathTask:
         num_val: int | None = None,
         seed: int = 0,
         difficulty: int = 1,
+        train_difficulties: list[int] | None = None,
         lcpo_alpha: float = LCPO_ALPHA,
         lcpo_beta: float = LCPO_BETA,
     ) -> None:
@@ -147,6 +151,13 @@ class MathTask:
             raise DataError("path is only read by source 'gsm8k' or 'math500'; drop it for 'generated'")
         if difficulty not in LEVELS:
             raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty}")
+        bad = [d for d in train_difficulties or () if d not in LEVELS]
+        if bad or train_difficulties == []:
+            raise ValueError(
+                f"train_difficulties must be a non-empty list of levels {sorted(LEVELS)}, got {train_difficulties}"
+            )
+        if train_difficulties is not None and source != "generated":
+            raise DataError("train_difficulties is only read by source 'generated'; drop it for datasets")
         if any(n is not None and n < 0 for n in (num_train, num_val)):
             raise ValueError(f"num_train / num_val must be >= 0 or None, got {num_train} / {num_val}")
         self.source, self.system_prompt, self.seed, self.difficulty = source, system_prompt, seed, difficulty
@@ -155,6 +166,7 @@ class MathTask:
         self.weights = merge_weights("math", DEFAULT_WEIGHTS, weights, MATH_COMPONENTS)
         self.num_train, self.num_val = num_train, num_val
         self.lcpo_alpha, self.lcpo_beta = lcpo_alpha, lcpo_beta
+        self.train_difficulties = list(train_difficulties) if train_difficulties else None
         self._cache: dict[str, list[Example]] = {}
 
     def examples(self, split: str) -> Sequence[Example]:
@@ -199,8 +211,12 @@ class MathTask:
         return [examples[i] for i in chosen]
 
     def _generated(self, split: str, index: int) -> Example:
-        p = generate_problem(self.seed, split, index, self.difficulty)
-        meta = {"difficulty": self.difficulty, "steps": len(p.key.split()) - 1}
+        ladder = (
+            self.train_difficulties if split == "train" and self.train_difficulties else [self.difficulty]
+        )
+        level = ladder[index % len(ladder)]
+        p = generate_problem(self.seed, split, index, level)
+        meta = {"difficulty": level, "steps": len(p.key.split()) - 1}
         return _make_example(
             "generated", f"{split}/{index}", self.system_prompt, p.question, p.reasoning, str(p.answer), meta
         )
