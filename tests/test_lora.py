@@ -4,7 +4,6 @@ reference is exactly the base; the exported adapter reloads with peft and scores
 
 from __future__ import annotations
 
-import functools
 import types
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 import torch
 from peft import PeftModel
 
-import rlvr.module
 from callbacks.adapter_export import AdapterExport
 from data_modules.mixture import MixtureDataModule
 from rlvr.algo.losses import PolicyLossConfig
@@ -68,6 +66,7 @@ def trained(request, cache, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param)
     m = RLVRModule(
         tiny=TINY, lora=LoraSettings(r=4, alpha=8, target_modules=target), load_in_4bit=bits == "4bit",
+        load_in_8bit=bits == "8bit",
         hybrid=HybridSchedule("constant", 0.0, 0.0, 0), loss=PolicyLossConfig(beta=0.04),  # the KL pass runs
         completions_per_prompt=4, steps_per_generation=2, max_new_tokens=12, lr=1e-2,
         log_samples_every_n_steps=0,
@@ -84,11 +83,7 @@ def trained(request, cache, tmp_path_factory):
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", devices=1,
         callbacks=[Snapshot(), AdapterExport(dirpath=str(out / "export"))], default_root_dir=str(out),
     )  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp:
-        if bits == "8bit":
-            # RLVRModule has no load_in_8bit argument yet: the module's own build_policy call, with 8-bit on
-            mp.setattr(rlvr.module, "build_policy", functools.partial(build_policy, load_in_8bit=True))
-        trainer.fit(m, dm)
+    trainer.fit(m, dm)
     assert trainer.global_step == 2
     return types.SimpleNamespace(name=request.param, module=m, before=before, dm=dm, export=out / "export")
 
@@ -182,3 +177,10 @@ def test_the_qlora_7b_config_instantiates_offline(cache):
     assert m.name_or_path == "Qwen/Qwen2.5-Coder-7B-Instruct" and m.load_in_4bit
     assert m.lora.r > 0 and m.lora.target_modules == "all-linear" and m.lora.alpha == 2 * m.lora.r
     assert cli.trainer.precision == "bf16-mixed" and m.policy is None  # parsed and built, no weights loaded
+
+
+def test_module_rejects_both_quantizations_at_construction():
+    with pytest.raises(ValueError, match="both set"):
+        RLVRModule(tiny=TINY, lora=LoraSettings(r=4, alpha=8), load_in_4bit=True, load_in_8bit=True)
+    with pytest.raises(ValueError, match="needs LoRA"):
+        RLVRModule(tiny=TINY, load_in_8bit=True)

@@ -73,7 +73,7 @@ class RLVRModule(L.LightningModule):
         name_or_path: hub id, local checkpoint directory, or ``tiny`` (built from a config, offline).
         tiny: settings of the tiny model (used only when ``name_or_path`` is ``tiny``).
         dtype: parameter dtype (float32 | bfloat16 | float16).
-        load_in_4bit: load the base model in 4-bit NF4 (QLoRA; needs LoRA).
+        load_in_4bit / load_in_8bit: load the base model in 4-bit NF4 (QLoRA) or 8-bit (both need LoRA).
         lora: LoRA adapters; with LoRA the reference policy is the base with adapters disabled.
         completions_per_prompt: G, completions sampled per prompt (the group size).
         micro_batch_size: completions per forward/backward; the gradient of a mini-batch is accumulated
@@ -117,6 +117,7 @@ class RLVRModule(L.LightningModule):
         tiny: TinyModelSettings = TinyModelSettings(),  # noqa: B008
         dtype: str = "float32",
         load_in_4bit: bool = False,
+        load_in_8bit: bool = False,
         lora: LoraSettings = LoraSettings(),  # noqa: B008
         completions_per_prompt: int = 8,
         micro_batch_size: int = 64,
@@ -157,7 +158,8 @@ class RLVRModule(L.LightningModule):
         _check(min(micro_batch_size, num_iterations, steps_per_generation) >= 1 and rollout_chunks >= 0,
                "micro_batch_size, num_iterations and steps_per_generation must be >= 1, rollout_chunks >= 0")
         _check(scale_rewards in ("group", "batch", "none"), f"scale_rewards={scale_rewards!r}: use group|batch|none")
-        _check(not load_in_4bit or lora.r > 0, "load_in_4bit needs LoRA: set lora.r > 0 (QLoRA)")
+        _check(not (load_in_4bit and load_in_8bit), "load_in_4bit and load_in_8bit are both set: choose one")
+        _check(not (load_in_4bit or load_in_8bit) or lora.r > 0, "a 4/8-bit base needs LoRA: set lora.r > 0 (QLoRA)")
         _check(hybrid.schedule in SFT_SCHEDULES,
                f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(SFT_SCHEDULES)}")
         _check(not multitask.per_task_advantage_std or scale_rewards == "batch",
@@ -170,7 +172,8 @@ class RLVRModule(L.LightningModule):
             loss = dataclasses.replace(loss, max_completion_length=max_new_tokens)
         self.save_hyperparameters()
         self.automatic_optimization = False  # several optimizer steps per rollout, guarded steps
-        self.name_or_path, self.tiny, self.dtype_name, self.load_in_4bit = name_or_path, tiny, dtype, load_in_4bit
+        self.name_or_path, self.tiny, self.dtype_name = name_or_path, tiny, dtype
+        self.load_in_4bit, self.load_in_8bit = load_in_4bit, load_in_8bit
         self.lora, self.loss_cfg, self.hybrid, self.rollout = lora, loss, hybrid, rollout
         self.multitask, self.dapo, self.entropy_control = multitask, dapo, entropy_control
         self.G, self.micro_batch_size = completions_per_prompt, micro_batch_size
@@ -200,7 +203,7 @@ class RLVRModule(L.LightningModule):
         corpus = dm.tokenizer_corpus(self.tiny.corpus_size) if self.name_or_path == TINY else None
         self.tokenizer, model, self.ref_policy = build_policy(
             self.name_or_path, self.tiny, corpus, dtype=self.dtype_name, load_in_4bit=self.load_in_4bit,
-            lora=self.lora, frozen_reference=self.loss_cfg.beta > 0,
+            lora=self.lora, frozen_reference=self.loss_cfg.beta > 0, load_in_8bit=self.load_in_8bit,
         )  # fmt: skip
         self.policy = model.eval()  # dropout-free log-probs everywhere; only SFT steps switch to train mode
         self.engine = build_engine(
@@ -239,7 +242,7 @@ class RLVRModule(L.LightningModule):
             )
 
     def precision_is_pure_low(self) -> bool:
-        return self.dtype_name in ("bfloat16", "float16") and not self.load_in_4bit
+        return self.dtype_name in ("bfloat16", "float16") and not (self.load_in_4bit or self.load_in_8bit)
 
     def on_train_start(self) -> None:
         # Gradients are summed over ranks once per optimizer step (sum_gradients): DDP's own all-reduce in
@@ -540,6 +543,7 @@ class RLVRModule(L.LightningModule):
         checkpoint["hyper_parameters"] = plain(dict(checkpoint.get("hyper_parameters", {})))
         checkpoint["rlvr"] = {
             "entropy_coef": self.loss_cfg.entropy_coef,  # the adaptive controller's γ and its gate
+            "beta": self.loss_cfg.beta,  # β as KLMonitor's controller / StabilityGuard left it
             "last_entropy": self.last_entropy,
             "stages": self.stages.state_dict(),
             "skipped_steps": self.step_log.skipped,
@@ -549,7 +553,7 @@ class RLVRModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("rlvr", {})
         if "entropy_coef" in state:
-            self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=state["entropy_coef"])
+            self.loss_cfg = dataclasses.replace(self.loss_cfg, entropy_coef=state["entropy_coef"], beta=state.get("beta", self.loss_cfg.beta))  # fmt: skip
         self.last_entropy = state.get("last_entropy", float("inf"))
         self.stages.load_state_dict(state.get("stages", {}))
         self.step_log.skipped = state.get("skipped_steps", 0)
