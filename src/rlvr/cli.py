@@ -39,6 +39,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("rlvr.eval.cli", "compare_main", "compare evaluation runs: deltas and flipped examples"),
     "report": ("rlvr.eval.cli", "report_main", "markdown + PNG report of evaluation runs"),
     "merge": ("rlvr.merge", "main", "merge LoRA adapters (linear, cat, svd, ties, dare, magnitude prune)"),
+    "experiment": ("rlvr.experiments.cli", "main", "train + evaluate + report every run of an experiment"),
 }
 
 
