@@ -86,7 +86,10 @@ def execute(out: Path, p: Preset, run: Run, runs: dict[str, Run], benchmarks, da
     record_file = d / "record.json"
     if record_file.is_file():
         old = json.loads(record_file.read_text())
-        if old.get("make") == make and old.get("eval") and (d / "eval" / "metrics.json").is_file():
+        same_eval = old.get("eval") == eval_argv(
+            out, p, run, runs, benchmarks, data_root, adapter=run.kind != "model" and is_adapter(out, run)
+        )
+        if old.get("make") == make and same_eval and (d / "eval" / "metrics.json").is_file():
             return {**old, "reused": True}
     if d.exists():
         shutil.rmtree(d)
