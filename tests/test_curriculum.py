@@ -101,7 +101,9 @@ def test_curriculum_climbs_through_fit_and_logs_its_level(tmp_path, monkeypatch)
                         logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
     trainer.fit(module, dm)
-    acc = EventAccumulator(glob.glob(str(tmp_path / "run" / "**" / "events.out.tfevents*"), recursive=True)[0])
+    acc = EventAccumulator(
+        glob.glob(str(tmp_path / "run" / "**" / "events.out.tfevents*"), recursive=True)[0]
+    )
     acc.Reload()
     levels = [e.value for e in acc.Scalars("curriculum/math/difficulty")]
     # 4 completions a step, 8 per decision; the batch prefetched before a change is still of the old level
