@@ -24,7 +24,7 @@ from rlvr.eval.store import RunResult, SampleResult, load_run, write_run
 def test_help_lists_every_command(capsys):
     assert rlvr_main(["--help"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
-    assert listed == ["fit", "validate", "score", "evaluate", "compare", "report", "merge"]
+    assert listed == ["fit", "validate", "score", "evaluate", "compare", "report", "merge", "experiment"]
 
 
 def test_unknown_command_is_one_line_with_did_you_mean(capsys):

@@ -46,7 +46,8 @@ EXTRA_COMMANDS: dict[str, tuple[str, str, str]] = {
 def usage() -> str:
     lines = ["usage: rlvr <command> [options]    (rlvr <command> --help for its options)", "", "commands:"]
     entries = {**LIGHTNING_COMMANDS, **{k: v[2] for k, v in EXTRA_COMMANDS.items()}}
-    lines += [f"  {name:<9} {what}" for name, what in entries.items()]
+    width = max(map(len, entries))
+    lines += [f"  {name:<{width}}  {what}" for name, what in entries.items()]
     return "\n".join(lines) + "\n"
 
 

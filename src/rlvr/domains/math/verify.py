@@ -219,38 +219,57 @@ def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
     )
 
 
+_REFIRE_S = 0.05
+
+
 def run_with_deadline(fn: Callable[[], T], seconds: float) -> T | None:
     """``fn()``, or ``None`` when it runs past ``seconds``; works in any thread.
 
-    A watchdog timer raises :class:`_Deadline` into the calling thread (``PyThreadState_SetAsyncExc``), so
+    A watchdog thread raises :class:`_Deadline` into the calling thread (``PyThreadState_SetAsyncExc``), so
     unlike ``signal.alarm`` (what math-verify's own timeouts use) it needs neither the main thread nor
-    SIGALRM. Like a signal it cannot stop one long C call (a huge integer power): :func:`too_risky` keeps
-    those out. On interpreters other than CPython ``fn()`` runs unbounded.
+    SIGALRM. The exception lands wherever the thread is at its next bytecode boundary; when that is a
+    ``__del__`` or a weakref callback run by the garbage collector, Python prints and drops it, so the
+    watchdog raises it again every ``_REFIRE_S`` until ``fn`` is left. Like a signal it cannot stop one long
+    C call (a huge integer power): :func:`too_risky` keeps those out. On interpreters other than CPython
+    ``fn()`` runs unbounded.
     """
     if platform.python_implementation() != "CPython":
         return fn()
-    thread_id, lock, state = threading.get_ident(), threading.Lock(), {"done": False, "fired": False}
+    thread_id, lock, left = threading.get_ident(), threading.Lock(), threading.Event()
+    fired = False
 
-    def expire() -> None:
-        with lock:
-            if not state["done"]:
-                state["fired"] = True
-                _raise_in_thread(thread_id, _Deadline)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    try:
-        try:
-            timer.start()
-            return fn()
-        finally:
-            timer.cancel()
+    def watchdog() -> None:
+        nonlocal fired
+        wait = seconds
+        while not left.wait(wait):
             with lock:
-                state["done"] = True
-                if state["fired"]:  # fired after fn() returned: drop the exception before it lands elsewhere
-                    _raise_in_thread(thread_id, None)
-    except _Deadline:
-        return None
+                if left.is_set():
+                    return
+                fired = True
+                _raise_in_thread(thread_id, _Deadline)
+            wait = _REFIRE_S
+
+    box: list[T] = []
+    started = False
+    threading.Thread(target=watchdog, daemon=True).start()
+    # The exception may land anywhere until the lock is taken and `left` set, the cleanup included, so the
+    # cleanup is retried until it completes; after it no exception is pending and none can be raised.
+    while True:
+        try:
+            try:
+                if not started:
+                    started = True
+                    box.append(fn())
+                with lock:
+                    left.set()
+                    if fired:
+                        _raise_in_thread(thread_id, None)
+                break
+            except _Deadline:
+                pass
+        except _Deadline:
+            pass
+    return box[0] if box else None
 
 
 @lru_cache(maxsize=4096)
