@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
-import gc
 import re
 import threading
 import time
