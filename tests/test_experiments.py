@@ -123,3 +123,19 @@ def test_multitask_smoke_writes_the_results_directory(tmp_path, shared_data, mon
     # the same command again reuses every finished run instead of training it again
     again = run_experiment("multitask", "tiny", out, data_root=str(shared_data), smoke=True)
     assert all(r["reused"] for r in json.loads((again / "run.json").read_text())["runs"])
+
+
+def test_error_shift_shows_zero_for_a_category_a_run_never_hit():
+    from rlvr.eval.store import RunResult
+    from rlvr.experiments.results import error_shift_rows, errors_markdown
+
+    def run(**counts: int) -> RunResult:
+        return RunResult({}, [], {"gsm8k": {c: {"count": n} for c, n in counts.items()}})
+
+    results = {"base": run(wrong_answer=4), "a": run(correct=1, wrong_answer=3), "b": run(format_error=4)}
+    rows = error_shift_rows(results, "base")
+    cell = {(r["run"], r["category"]): r for r in rows}
+    assert cell[("b", "correct")]["after"] == 0.0 and cell[("a", "format_error")]["after"] == 0.0
+    assert cell[("b", "wrong_answer")]["delta"] == -1.0
+    table = errors_markdown(rows, "base")
+    assert "| correct | 0% | 25% (+25%) | 0% (+0%) |" in table and "–" not in table

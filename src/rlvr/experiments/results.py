@@ -173,12 +173,14 @@ def error_shift_rows(results: Mapping[str, RunResult], base: str) -> list[dict[s
         return {c: v["count"] / total for c, v in cats.items()}
 
     rows = []
-    for name, res in results.items():
-        if name == base:
-            continue
-        for bench in results[base].errors:
+    for bench in results[base].errors:
+        # Categories seen in any run, so a run with none of them shows 0%, not a missing cell.
+        seen = {c for r in results.values() for c in r.errors.get(bench, {})}
+        for name, res in results.items():
+            if name == base:
+                continue
             before, after = shares(results[base], bench), shares(res, bench)
-            for cat in [c for c in CATEGORIES if c in before or c in after]:
+            for cat in [c for c in CATEGORIES if c in seen]:
                 b, a = before.get(cat, 0.0), after.get(cat, 0.0)
                 rows.append({"run": name, "benchmark": bench, "category": cat, "base": b, "after": a,
                              "delta": a - b})  # fmt: skip
