@@ -108,11 +108,15 @@ def plot_curves(scalars: Mapping[str, dict[str, list[tuple[int, float]]]], path:
     cols = min(3, len(tags))
     rows = (len(tags) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    # One colour per run (tab20 holds 20; the default cycle repeats after 10 and sft_rl has 11 runs).
+    colour = {name: plt.get_cmap("tab20")(i % 20) for i, name in enumerate(scalars)}
     for ax, tag in zip(axes.flat, tags):
         for name, s in scalars.items():
             if tag in s:
                 steps, values = zip(*s[tag])
-                ax.plot(steps, values, label=name, marker="." if len(steps) < 20 else None)
+                ax.plot(
+                    steps, values, label=name, color=colour[name], marker="." if len(steps) < 20 else None
+                )
         ax.set_title(tag, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     for ax in list(axes.flat)[len(tags) :]:
