@@ -2,7 +2,8 @@
 
 Every run trains the same task config from the same start: the preset's ``base_model``, or the tiny model
 (built from the same corpus and seed in every run, so the untrained ``base`` row is exported by a one-step fit
-at lr 0). ``sft-rl`` is the task config's own schedule (SFT, then GRPO from ``switch_fraction``).
+at lr 0). ``sft-rl`` is the task config's own schedule (SFT, then GRPO from ``switch_fraction``, which a preset's
+``options`` may move).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps
 
 BENCHMARKS = ["gsm8k", "math500"]
 #: task: the trained task config; lambda: the constant hybrid weight; schedule: the scheduled hybrid's
-#: shape (λ from 1 to 0 over the run); entropy_coef: the entropy bonus γ of the "+ent" runs
-OPTIONS = {"task": "math", "lambda": 0.5, "schedule": "linear", "entropy_coef": 0.01}
+#: shape (λ from 1 to 0 over the run); entropy_coef: the entropy bonus γ of the "+ent" runs; switch_fraction:
+#: where sft-rl turns from SFT to GRPO (None: the task config's own, 0.9 for math)
+OPTIONS = {"task": "math", "lambda": 0.5, "schedule": "linear", "entropy_coef": 0.01, "switch_fraction": None}
 HEATMAP = False
 
 
@@ -26,7 +28,7 @@ def methods(o: dict) -> dict[str, tuple[str, ...]]:
     return {
         "sft": SFT_ONLY,
         "rl": _constant(0.0),
-        "sft-rl": (),
+        "sft-rl": () if o["switch_fraction"] is None else (f"--model.hybrid.switch_fraction={o['switch_fraction']}",),
         "hybrid-const": _constant(float(o["lambda"])),
         "hybrid-sched": (f"--model.hybrid.schedule={o['schedule']}", "--model.hybrid.start=1.0",
                          "--model.hybrid.end=0.0", "--model.hybrid.switch_fraction=null"),
