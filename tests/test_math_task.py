@@ -329,6 +329,11 @@ def test_run_with_deadline_never_leaks_the_exception():
         assert run_with_deadline(lambda: sum(range(200)), 0.0001) in (None, 19900)
     time.sleep(0.05)
     assert run_with_deadline(lambda: 7, 5.0) == 7
+    # fn's own error propagates, and its watchdog is stopped: nothing lands after the deadline
+    with pytest.raises(ZeroDivisionError):
+        run_with_deadline(lambda: 1 / 0, 0.05)
+    time.sleep(0.2)
+    assert sum(range(10**6)) > 0
 
 
 # ------------------------------------------------------------------------------------------------ generator

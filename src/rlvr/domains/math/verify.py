@@ -250,6 +250,7 @@ def run_with_deadline(fn: Callable[[], T], seconds: float) -> T | None:
             wait = _REFIRE_S
 
     box: list[T] = []
+    error: list[BaseException] = []
     started = False
     threading.Thread(target=watchdog, daemon=True).start()
     # The exception may land anywhere until the lock is taken and `left` set, the cleanup included, so the
@@ -259,7 +260,12 @@ def run_with_deadline(fn: Callable[[], T], seconds: float) -> T | None:
             try:
                 if not started:
                     started = True
-                    box.append(fn())
+                    try:
+                        box.append(fn())
+                    except BaseException as e:  # fn's own error: raised once the watchdog is stopped
+                        if isinstance(e, _Deadline):
+                            raise
+                        error.append(e)
                 with lock:
                     left.set()
                     if fired:
@@ -269,6 +275,8 @@ def run_with_deadline(fn: Callable[[], T], seconds: float) -> T | None:
                 pass
         except _Deadline:
             pass
+    if error:
+        raise error[0]
     return box[0] if box else None
 
 
