@@ -22,6 +22,7 @@ import logging
 import math
 import platform
 import re
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -229,52 +230,56 @@ def run_with_deadline(fn: Callable[[], T], seconds: float) -> T | None:
     unlike ``signal.alarm`` (what math-verify's own timeouts use) it needs neither the main thread nor
     SIGALRM. The exception lands wherever the thread is at its next bytecode boundary; when that is a
     ``__del__`` or a weakref callback run by the garbage collector, Python prints and drops it, so the
-    watchdog raises it again every ``_REFIRE_S`` until ``fn`` is left. Like a signal it cannot stop one long
-    C call (a huge integer power): :func:`too_risky` keeps those out. On interpreters other than CPython
-    ``fn()`` runs unbounded.
+    watchdog raises it again every ``_REFIRE_S`` for as long as ``fn``'s frame is on the thread's stack, and
+    never once it has left. Like a signal it cannot stop one long C call (a huge integer power):
+    :func:`too_risky` keeps those out. On interpreters other than CPython ``fn()`` runs unbounded.
     """
     if platform.python_implementation() != "CPython":
         return fn()
     thread_id, lock, left = threading.get_ident(), threading.Lock(), threading.Event()
-    fired = False
+    marker: list[Any] = []  # the frame of `inside` while fn runs
+
+    def inside() -> T:
+        marker.append(sys._getframe())
+        return fn()
+
+    def in_fn() -> bool:
+        frame = sys._current_frames().get(thread_id)
+        while frame is not None and marker:
+            if frame is marker[0]:
+                return True
+            frame = frame.f_back
+        return False
 
     def watchdog() -> None:
-        nonlocal fired
         wait = seconds
         while not left.wait(wait):
             with lock:
                 if left.is_set():
                     return
-                fired = True
-                _raise_in_thread(thread_id, _Deadline)
+                if in_fn():
+                    _raise_in_thread(thread_id, _Deadline)
             wait = _REFIRE_S
 
     box: list[T] = []
     error: list[BaseException] = []
-    started = False
     threading.Thread(target=watchdog, daemon=True).start()
-    # The exception may land anywhere until the lock is taken and `left` set, the cleanup included, so the
-    # cleanup is retried until it completes; after it no exception is pending and none can be raised.
+    try:
+        box.append(inside())
+    except _Deadline:
+        pass
+    except BaseException as e:  # fn's own error, raised once the watchdog is stopped
+        error.append(e)
+    # fn has left, so nothing new is raised; one raised just before may still be pending or land here.
     while True:
         try:
-            try:
-                if not started:
-                    started = True
-                    try:
-                        box.append(fn())
-                    except BaseException as e:  # fn's own error: raised once the watchdog is stopped
-                        if isinstance(e, _Deadline):
-                            raise
-                        error.append(e)
-                with lock:
-                    left.set()
-                    if fired:
-                        _raise_in_thread(thread_id, None)
-                break
-            except _Deadline:
-                pass
+            with lock:
+                left.set()
+                _raise_in_thread(thread_id, None)
+            break
         except _Deadline:
             pass
+    marker.clear()
     if error:
         raise error[0]
     return box[0] if box else None
