@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rlvr.domains.base import DataError, Example, Task
+from rlvr.domains.math.deadline import run_with_deadline
 from rlvr.domains.math.generator import LEVELS, generate_problem, is_val_problem
 from rlvr.domains.math.task import MathTask
 from rlvr.domains.math.verify import (
@@ -25,7 +26,6 @@ from rlvr.domains.math.verify import (
     lcpo_max,
     length_reward,
     reasoning_words,
-    run_with_deadline,
     score_math,
     too_risky,
 )

@@ -5,7 +5,7 @@ completions (huge exponents, deep nesting, 100k-character outputs, unbalanced br
   * plain numbers are compared exactly (``Fraction``) without touching sympy;
   * anything else goes through math-verify behind cheap caps (:func:`too_risky`: length, nesting, exponent
     size, power towers, big factorials, calculus) and one deadline on parse + verify together
-    (:func:`run_with_deadline`). math-verify's own timeouts are switched off: they use ``signal.alarm``,
+    (:func:`rlvr.domains.math.deadline.run_with_deadline`). math-verify's own timeouts are switched off: they use ``signal.alarm``,
     which raises outside the main thread, and caps alone cannot bound sympy (``(x+y+z)^{99}`` is 12
     characters and never finishes expanding).
   * a completion repeating ``<answer>`` or ``<reasoning>`` more than 16 times is scored as if it had no tags:
@@ -17,21 +17,18 @@ reasoning: a tokenizer-free unit that is identical for the tiny BPE and for Qwen
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
-import platform
 import re
-import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 from functools import cache, lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from rlvr.domains import format as fmt
 from rlvr.domains.base import CORRECT, Judgement
+from rlvr.domains.math.deadline import run_with_deadline
 
 #: reward components of the math task, in the order :func:`score_math` returns them
 MATH_COMPONENTS: tuple[str, ...] = (
@@ -79,8 +76,6 @@ _POWER_TOWER = re.compile(r"(?:\^|\*\*)\s*(?:\{[^}]*|\([^)]*|[\w.]+\s*)(?:\^|\*\
 _BIG_FACTORIAL = re.compile(r"(?<!\\)(?:\d{4,}|[)}\]])\s*!")
 _CALCULUS = re.compile(r"\\(?:i*int|oint|sum|prod|lim)(?![a-z])")
 _FUNCTION = re.compile(r"(?:arc)?(?:sin|cos|tan|sec|csc|cot)h?|log|ln|exp")
-
-T = TypeVar("T")
 
 
 class _MathVerifyTimeoutNoise(logging.Filter):
@@ -206,83 +201,6 @@ def too_risky(text: str) -> bool:
         or math.prod(exponents) > 10**6
         or any(p.search(compact) for p in (_POWER_TOWER, _BIG_FACTORIAL, _CALCULUS))
     )
-
-
-class _Deadline(BaseException):
-    """Raised into a running comparison at its deadline; a BaseException so that math-verify's and sympy's
-    ``except Exception`` blocks cannot swallow it and carry on."""
-
-
-def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
-    # CPython delivers the exception at the thread's next bytecode boundary; None clears a pending one.
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None
-    )
-
-
-_REFIRE_S = 0.05
-
-
-def run_with_deadline(fn: Callable[[], T], seconds: float) -> T | None:
-    """``fn()``, or ``None`` when it runs past ``seconds``; works in any thread.
-
-    A watchdog thread raises :class:`_Deadline` into the calling thread (``PyThreadState_SetAsyncExc``), so
-    unlike ``signal.alarm`` (what math-verify's own timeouts use) it needs neither the main thread nor
-    SIGALRM. The exception lands wherever the thread is at its next bytecode boundary; when that is a
-    ``__del__`` or a weakref callback run by the garbage collector, Python prints and drops it, so the
-    watchdog raises it again every ``_REFIRE_S`` for as long as ``fn``'s frame is on the thread's stack, and
-    never once it has left. Like a signal it cannot stop one long C call (a huge integer power):
-    :func:`too_risky` keeps those out. On interpreters other than CPython ``fn()`` runs unbounded.
-    """
-    if platform.python_implementation() != "CPython":
-        return fn()
-    thread_id, lock, left = threading.get_ident(), threading.Lock(), threading.Event()
-    marker: list[Any] = []  # the frame of `inside` while fn runs
-
-    def inside() -> T:
-        marker.append(sys._getframe())
-        return fn()
-
-    def in_fn() -> bool:
-        frame = sys._current_frames().get(thread_id)
-        while frame is not None and marker:
-            if frame is marker[0]:
-                return True
-            frame = frame.f_back
-        return False
-
-    def watchdog() -> None:
-        wait = seconds
-        while not left.wait(wait):
-            with lock:
-                if left.is_set():
-                    return
-                if in_fn():
-                    _raise_in_thread(thread_id, _Deadline)
-            wait = _REFIRE_S
-
-    box: list[T] = []
-    error: list[BaseException] = []
-    threading.Thread(target=watchdog, daemon=True).start()
-    try:
-        box.append(inside())
-    except _Deadline:
-        pass
-    except BaseException as e:  # fn's own error, raised once the watchdog is stopped
-        error.append(e)
-    # fn has left, so nothing new is raised; one raised just before may still be pending or land here.
-    while True:
-        try:
-            with lock:
-                left.set()
-                _raise_in_thread(thread_id, None)
-            break
-        except _Deadline:
-            pass
-    marker.clear()
-    if error:
-        raise error[0]
-    return box[0] if box else None
 
 
 @lru_cache(maxsize=4096)
