@@ -203,3 +203,22 @@ def test_unknown_engine_is_one_line():
 
     with pytest.raises(ValueError, match="unknown rollout engine 'vlm'"):
         engine_class("vlm")
+
+
+def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path):
+    import math as pymath
+
+    class Seen(L.Callback):
+        def __init__(self):
+            self.lrs: list[float] = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    seen = Seen()
+    fit(tmp_path, [MathTask(num_train=64, num_val=4)], steps=6, callbacks=[seen],
+        hybrid=HybridSchedule("step", 1.0, 0.0, 4, rl_lr=2e-4, sft_lr_floor=0.1))  # fmt: skip
+    cosine = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + pymath.cos(pymath.pi * s / 4))) for s in range(4)]
+    assert seen.lrs == pytest.approx(cosine + [2e-4, 2e-4])
+    with pytest.raises(ValueError, match="sft_lr_floor must be in"):
+        RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, sft_lr_floor=2.0))

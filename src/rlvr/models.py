@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -286,9 +287,21 @@ def build_policy(name_or_path: str, tiny, corpus: list[str] | None, *, dtype: st
     return tokenizer, model, reference
 
 
-def adamw_with_warmup(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int):
-    """AdamW over the trainable parameters and a linear warm-up to ``lr`` over ``warmup_steps`` steps."""
+def adamw_with_warmup(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
+                      decay_steps: int = 0, floor: float = 1.0, after: float | None = None):  # fmt: skip
+    """AdamW over the trainable parameters; the learning rate warms up linearly over ``warmup_steps`` steps
+    and, with ``decay_steps``, falls along a cosine to ``floor`` times itself by step ``decay_steps``; from
+    there on the factor is ``after`` (default ``floor``: the stage that follows may set its own lr)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    warm = max(1, warmup_steps)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    warm, after = max(1, warmup_steps), floor if after is None else after
+
+    def factor(step: int) -> float:
+        if decay_steps <= 0:
+            return min(1.0, (step + 1) / warm)
+        if step >= decay_steps:
+            return after
+        cosine = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * step / decay_steps))
+        return min(1.0, (step + 1) / warm) * cosine
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

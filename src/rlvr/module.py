@@ -164,8 +164,8 @@ class RLVRModule(L.LightningModule):
                f"hybrid.schedule={hybrid.schedule!r}: choose one of {sorted(SFT_SCHEDULES)}")
         _check(not multitask.per_task_advantage_std or scale_rewards == "batch",
                "multitask.per_task_advantage_std needs scale_rewards=batch")
-        _check(hybrid.switch_fraction is None or 0.0 <= hybrid.switch_fraction <= 1.0,
-               "hybrid.switch_fraction must be in [0, 1]")
+        for name in ("switch_fraction", "sft_lr_floor"):
+            _check(getattr(hybrid, name) is None or 0.0 <= getattr(hybrid, name) <= 1.0, f"hybrid.{name} must be in [0, 1]")  # fmt: skip
         _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
         engine_class(rollout.engine)  # an unknown engine fails here, before any model is built
         if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
@@ -222,7 +222,8 @@ class RLVRModule(L.LightningModule):
         return self
 
     def configure_optimizers(self):
-        opt, sched = adamw_with_warmup(self.policy, self.lr, self.weight_decay, self.warmup_steps)
+        decay = self.stages.lr_decay(self.trainer.max_steps)  # hybrid.sft_lr_floor: a cosine over SFT
+        opt, sched = adamw_with_warmup(self.policy, self.lr, self.weight_decay, self.warmup_steps, **decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:
@@ -299,8 +300,7 @@ class RLVRModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # Reaching max_steps through should_stop makes Lightning validate before it stops, so every run
         # (also a shortened one, --trainer.max_steps=30) ends with val/* metrics of the final policy.
-        max_steps = self.trainer.max_steps
-        if max_steps and max_steps > 0 and self.global_step >= max_steps:
+        if 0 < (self.trainer.max_steps or 0) <= self.global_step:
             self.trainer.should_stop = True
 
     def start_rl_stage(self) -> None:

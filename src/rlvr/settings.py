@@ -60,6 +60,10 @@ class HybridSchedule:
             so a shortened run (``--trainer.max_steps=30``) still reaches its RL stage.
         rl_lr: learning rate from the first RL step on (None = keep ``lr``); SFT of a small model wants a
             larger step than RL, which otherwise undoes the warm-up in a few updates.
+        sft_lr_floor: when set, the learning rate falls along a cosine from ``lr`` to ``lr * sft_lr_floor``
+            over the SFT stage (the steps before the ``step`` schedule's switch; all of training for the other
+            schedules), then RL runs at ``rl_lr`` (or stays at the floor when ``rl_lr`` is None). A small model
+            trained from scratch learns its task's facts at the end of a decayed SFT, not at a constant ``lr``.
         refresh_reference: at the SFT -> RL switch, make the reference policy (KL anchor) a copy of the
             policy just trained by SFT, not the model training started from. (With LoRA the reference is
             the base with adapters disabled and cannot be refreshed.)
@@ -72,6 +76,7 @@ class HybridSchedule:
     switch_step: int = 0
     switch_fraction: float | None = None
     rl_lr: float | None = None
+    sft_lr_floor: float | None = None
     refresh_reference: bool = True
 
 

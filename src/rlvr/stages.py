@@ -27,9 +27,30 @@ class StageControl:
         if self.override is not None:
             return self.override
         h = self.hybrid
-        total = max_steps if max_steps and max_steps > 0 else max(1, h.switch_step)
-        switch = h.switch_step if h.switch_fraction is None else round(h.switch_fraction * total)
-        return sft_weight(h.schedule, step, total, h.start, h.end, switch)
+        return sft_weight(h.schedule, step, self._total(max_steps), h.start, h.end, self._switch(max_steps))
+
+    def sft_steps(self, max_steps: int | None) -> int:
+        """Steps of the SFT stage as the schedule plans it: those before the ``step`` schedule's switch, or
+        the whole run for the other schedules (where λ > 0 throughout)."""
+        return self._switch(max_steps) if self.hybrid.schedule == "step" else self._total(max_steps)
+
+    def lr_decay(self, max_steps: int | None) -> dict:
+        """Keyword arguments of :func:`rlvr.models.adamw_with_warmup` for ``hybrid.sft_lr_floor``: a cosine
+        over the SFT stage, then factor 1 when ``rl_lr`` replaces the base lr at the switch."""
+        h = self.hybrid
+        if h.sft_lr_floor is None:
+            return {}
+        after = 1.0 if h.rl_lr is not None else None
+        return {"decay_steps": self.sft_steps(max_steps), "floor": h.sft_lr_floor, "after": after}
+
+    def _total(self, max_steps: int | None) -> int:
+        return max_steps if max_steps and max_steps > 0 else max(1, self.hybrid.switch_step)
+
+    def _switch(self, max_steps: int | None) -> int:
+        h = self.hybrid
+        return (
+            h.switch_step if h.switch_fraction is None else round(h.switch_fraction * self._total(max_steps))
+        )
 
     def enters_rl(self, lam: float) -> bool:
         """Record ``lam`` as this step's λ; True when it is the first step after pure SFT (λ left 1)."""
