@@ -14,7 +14,7 @@ from typing import Any
 
 from rlvr.domains.base import DataError, Example, Judgement, merge_weights
 from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT, format_answer
-from rlvr.domains.math.generator import LEVELS, generate_problem
+from rlvr.domains.math.generator import LEVELS, Problem, generate_problem
 from rlvr.domains.math.verify import LCPO_ALPHA, LCPO_BETA, MATH_COMPONENTS, judge_math, score_math
 from rlvr.domains.sources import load_records, looks_local, require_fields
 
@@ -196,7 +196,9 @@ class MathTask:
     def _build(self, split: str) -> list[Example]:
         if self.source == "generated":
             count = self._limit(split, GENERATED_NUM_TRAIN if split == "train" else GENERATED_NUM_VAL)
-            return [self._generated(split, i) for i in range(count or 0)]
+            if split == "train":
+                return [self._generated(split, i) for i in range(count or 0)]
+            return self._distinct_val(count or 0)
         assert self.path is not None  # set from DEFAULT_PATHS for every non-generated source
         config = None if looks_local(self.path) else self.hub_config
         if self.source == "gsm8k":
@@ -210,13 +212,30 @@ class MathTask:
         chosen = order[:n_val] if split == "val" else order[n_val:][: self._limit("train", None)]
         return [examples[i] for i in chosen]
 
-    def _generated(self, split: str, index: int) -> Example:
+    def _distinct_val(self, count: int) -> list[Example]:
+        """``count`` val problems, no two with the same numbers and operations while the level has that many
+        (level 1 has ~250 in its val partition); past ``20 * count`` draws the rest may repeat one."""
+        out, seen, index = [], set(), 0
+        while len(out) < count:
+            level, problem = self._problem("val", index)
+            if problem.key not in seen or index >= 20 * count:
+                seen.add(problem.key)
+                out.append(self._example("val", index, level, problem))
+            index += 1
+        return out
+
+    def _problem(self, split: str, index: int) -> tuple[int, Problem]:
         ladder = (
             self.train_difficulties if split == "train" and self.train_difficulties else [self.difficulty]
         )
         level = ladder[index % len(ladder)]
-        p = generate_problem(self.seed, split, index, level)
+        return level, generate_problem(self.seed, split, index, level)
+
+    def _example(self, split: str, index: int, level: int, p: Problem) -> Example:
         meta = {"difficulty": level, "steps": len(p.key.split()) - 1}
         return _make_example(
             "generated", f"{split}/{index}", self.system_prompt, p.question, p.reasoning, str(p.answer), meta
         )
+
+    def _generated(self, split: str, index: int) -> Example:
+        return self._example(split, index, *self._problem(split, index))
