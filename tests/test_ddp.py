@@ -39,7 +39,7 @@ def config(tmp: Path, prompts_per_rank: int, poison_rank: int, dynamic_sampling:
             "hybrid": {"schedule": "constant", "start": 0.0},
         },
         "data": {"prompts_per_step": prompts_per_rank, "val_prompts_per_task": 4, "val_batch_size": 4,
-                 "tasks": [{"class_path": "rlvr.domains.math.MathTask", "init_args": {"num_train": 64, "num_val": 4}}]},
+                 "tasks": [{"class_path": "rlvr.domains.math.MathTask", "init_args": {"num_train": 64, "num_val": 4, "difficulty": 2}}]},
     }  # fmt: skip
     path = tmp / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
