@@ -222,3 +222,20 @@ def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path):
     assert seen.lrs == pytest.approx(cosine + [2e-4, 2e-4])
     with pytest.raises(ValueError, match="sft_lr_floor must be in"):
         RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, sft_lr_floor=2.0))
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_rl_stage_starts_adamw_afresh_unless_told_not_to(tmp_path, reset):
+    class Steps(L.Callback):  # AdamW's own step count of one weight, seen after each update
+        def __init__(self):
+            self.counts: list[int] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            opt = trainer.optimizers[0]
+            self.counts.append(int(opt.state[opt.param_groups[0]["params"][0]]["step"]))
+
+    seen = Steps()
+    fit(tmp_path, [MathTask(num_train=64, num_val=4)], steps=6, callbacks=[seen],
+        hybrid=HybridSchedule("step", 1.0, 0.0, 4, reset_optimizer=reset))  # fmt: skip
+    # SFT's four steps, then the RL steps count from 1 again: SFT's second moments do not scale RL's updates
+    assert seen.counts == ([1, 2, 3, 4, 1, 2] if reset else [1, 2, 3, 4, 5, 6])

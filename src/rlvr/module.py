@@ -304,11 +304,14 @@ class RLVRModule(L.LightningModule):
             self.trainer.should_stop = True
 
     def start_rl_stage(self) -> None:
-        """SFT -> RL: anchor the KL to the SFT'd policy and switch to the RL learning rate."""
+        """SFT -> RL: anchor the KL to the SFT'd policy, start the optimizer's moments afresh and switch to
+        the RL learning rate."""
         if self.hybrid.refresh_reference and self.ref_policy is not None:
             self.ref_policy.load_state_dict(self.policy.state_dict())
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        if self.hybrid.reset_optimizer:
+            opt.optimizer.state.clear()  # AdamW re-creates moments and step counts at its next step
         if self.hybrid.rl_lr is not None:
-            opt, sched = self.optimizers(), self.lr_schedulers()
             for group in opt.param_groups:
                 group["lr"] = self.hybrid.rl_lr
             sched.base_lrs = [self.hybrid.rl_lr] * len(opt.param_groups)

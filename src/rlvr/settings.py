@@ -67,6 +67,10 @@ class HybridSchedule:
         refresh_reference: at the SFT -> RL switch, make the reference policy (KL anchor) a copy of the
             policy just trained by SFT, not the model training started from. (With LoRA the reference is
             the base with adapters disabled and cannot be refreshed.)
+        reset_optimizer: at the SFT -> RL switch, start AdamW's moments afresh, as a separate RL run from the
+            SFT checkpoint would. Carried over, the second moments of the SFT gradients (decaying over ~1/(1-β2)
+            = 1000 steps) set the scale of the first RL updates, so the RL learning rate acts far smaller than
+            its value.
     λ = 1 skips generation (pure SFT); λ = 0 skips the SFT forward.
     """
 
@@ -78,6 +82,7 @@ class HybridSchedule:
     rl_lr: float | None = None
     sft_lr_floor: float | None = None
     refresh_reference: bool = True
+    reset_optimizer: bool = True
 
 
 @dataclass
