@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ast
 import collections
+import dataclasses
+import hashlib
+import json
 
 import pytest
 
+from data_modules.curriculum import Curriculum
 from rlvr.domains.base import DataError, Task
-from rlvr.domains.code.generator import TEMPLATES, is_val_statement, make_problem
+from rlvr.domains.code.generator import LEVELS, TEMPLATES, CodeProblem, is_val_statement, make_problem
 from rlvr.domains.code.task import CODE_WEIGHTS, MBPP_SPLITS, CodeTask, humaneval_path, load_mbpp
 from rlvr.domains.code.verify import (
     CODE_COMPONENTS,
@@ -337,4 +341,116 @@ def test_generated_vocabulary_is_small():
     for i in range(500):
         p = make_problem(0, "train", i)
         words.update(w for w in (p.statement + " " + p.code + " " + p.reasoning).split() if w.isalpha())
+    assert len(words) < 200, sorted(words)
+
+
+# ---------------------------------------------------------------------------------------- generator levels
+# sha256 over json.dumps(asdict(problem)) of problems 0-499, written down before levels existed
+LEVEL_1_DIGESTS = {
+    (0, "train"): "5554f8cfcd9e17d50902cae850608385e988a31f97c3832a17c84f53f28b89ee",
+    (0, "val"): "475da55cd69194138c0d08c0e793ed0c506c8109b81acedbd2e709204ad1848d",
+    (7, "val"): "4d106621e302e17776941a8286a8714c7d1a9f25325571b411d98c8298928ac7",
+}
+
+
+def run_gold(p: CodeProblem) -> None:
+    """Run the gold code and its asserts in-process (our own code, not a candidate)."""
+    exec(p.code + "\n" + "\n".join(p.tests), {})
+
+
+def test_level_one_is_unchanged():
+    assert make_problem(0, "train", 0) == make_problem(0, "train", 0, difficulty=1) == CodeProblem(
+        statement="Write a function how_many(nums) that returns how many times 4 appears in the list nums.",
+        name="how_many", code="def how_many(nums):\n    return nums.count(4)",
+        tests=("assert how_many([3, 1, 1, 4]) == 1", "assert how_many([3, 5, 4, 3, 4, 0]) == 2",
+               "assert how_many([1]) == 0", "assert how_many([5, 5, 3]) == 0", "assert how_many([4, 1, 4]) == 2"),
+        reasoning="Count the items of nums equal to 4.", template="count_value",
+    )  # fmt: skip
+    assert make_problem(5, "train", 17).code == "def times_n(n):\n    return n * 4"
+    for (seed, split), digest in LEVEL_1_DIGESTS.items():
+        h = hashlib.sha256()
+        for i in range(500):
+            h.update(json.dumps(dataclasses.asdict(make_problem(seed, split, i))).encode())
+        assert h.hexdigest() == digest, (seed, split)
+    assert LEVELS[1] is TEMPLATES
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_levels_are_deterministic_disjoint_and_cover_their_templates(level):
+    assert [make_problem(3, "train", i, level) for i in range(30)] == [
+        make_problem(3, "train", i, level) for i in range(30)
+    ]
+    assert make_problem(3, "train", 0, level) != make_problem(4, "train", 0, level)
+    by_split = {s: [make_problem(0, s, i, level) for i in range(400)] for s in ("train", "val")}
+    train, val = ({p.statement for p in ps} for ps in by_split.values())
+    assert not train & val and all(is_val_statement(s) for s in val) and not any(map(is_val_statement, train))
+    lower = {p.statement for s in ("train", "val") for p in (make_problem(0, s, i) for i in range(400))}
+    assert not (train | val) & lower  # composed statements never repeat a level-1 one
+    for problems in by_split.values():
+        assert {p.template for p in problems} == set(LEVELS[level])
+        assert all(3 <= len(p.tests) <= 5 for p in problems)
+    with pytest.raises(ValueError, match=r"difficulty must be one of \[1, 2, 3\], got 7"):
+        make_problem(0, "train", 0, 7)
+
+
+@pytest.mark.parametrize("level", sorted(LEVELS))
+def test_gold_code_passes_its_own_tests_at_every_level(level):
+    problems = [
+        make_problem(seed, s, i, level) for seed in (0, 1) for s in ("train", "val") for i in range(300)
+    ]
+    for p in problems:
+        run_gold(p)
+    # composed tests of a value ("returns True if ...") see both answers, so a constant True or False fails
+    tests = [p.tests for p in problems if p.tests[0].endswith(("True", "False"))]
+    both = [t for t in tests if any(a.endswith("True") for a in t) and any(a.endswith("False") for a in t)]
+    assert level == 1 or len(both) >= 0.95 * len(tests) > 0
+
+
+def test_composed_levels_grade_in_the_sandbox():
+    task = CodeTask(num_train=60, num_val=30, difficulty=3, train_difficulties=[2])
+    examples = list(task.examples("train")) + list(task.examples("val"))
+    judged = task.judge_batch([e.solution for e in examples], [e.reference for e in examples])
+    assert [e.uid for e, j in zip(examples, judged) if j.components["all_tests_pass"] != 1.0] == []
+    assert all(strict_format(e.solution) == 1.0 for e in examples)
+
+
+def test_composition_order_matters():
+    """Dropping the parentheses ("(x + 3) * 4" -> "x + 3 * 4") applies the steps in the wrong order: it fails."""
+    problems = [make_problem(0, "train", i, 2) for i in range(300)]
+    chained = [p for p in problems if p.template in ("add_times", "sub_times", "add_square")]
+    assert len(chained) >= 20
+    for p in chained:
+        head, last = p.code.rsplit("\n", 1)
+        with pytest.raises(AssertionError):
+            run_gold(dataclasses.replace(p, code=head + "\n" + last.replace("(", "").replace(")", "")))
+
+
+def test_code_task_difficulty_args():
+    for bad, match in ((dict(difficulty=9), r"difficulty must be one of \[1, 2, 3\], got 9"),
+                       (dict(train_difficulties=[]), "non-empty list of levels"),
+                       (dict(train_difficulties=[1, 4]), "non-empty list of levels")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            CodeTask(**bad)
+    with pytest.raises(DataError, match="only read by source 'generated'"):
+        CodeTask(source="mbpp", train_difficulties=[1, 2])
+    task = CodeTask(num_train=30, num_val=10, difficulty=2, train_difficulties=[1, 2, 3])
+    train, val = task.examples("train"), task.examples("val")
+    assert [e.meta["difficulty"] for e in train] == [1, 2, 3] * 10 and {
+        e.meta["difficulty"] for e in val
+    } == {2}
+    assert all(e.meta["template"] in LEVELS[e.meta["difficulty"]] for e in [*train, *val])
+    assert all(e.meta["source"] == "generated" for e in [*train, *val])
+    assert [e.messages[-1]["content"] for e in val] == [
+        e.messages[-1]["content"] for e in CodeTask(num_val=10, difficulty=2).examples("val")
+    ]
+    assert {e.meta["difficulty"] for e in CodeTask(num_train=10).examples("train")} == {1}
+    assert sorted(Curriculum().pools({"code": train})) == [f"code@level={n}" for n in (1, 2, 3)]
+
+
+def test_composed_vocabulary_stays_small():
+    words = collections.Counter()
+    for level in LEVELS:
+        for i in range(500):
+            p = make_problem(0, "train", i, level)
+            words.update(w for w in (p.statement + " " + p.code + " " + p.reasoning).split() if w.isalpha())
     assert len(words) < 200, sorted(words)

@@ -11,7 +11,7 @@ This module is part of the public API (``from rlvr import Example, Task, Judgeme
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -143,6 +143,23 @@ def max_reward(weights: Mapping[str, float]) -> float:
 
 
 T = TypeVar("T")
+
+
+def check_levels(
+    difficulty: int, train_difficulties: list[int] | None, levels: Collection[int], source: str
+) -> list[int] | None:
+    """A generator task's ``difficulty`` and ``train_difficulties`` checked against its ``levels`` (one-line
+    errors); returns the train ladder as a list, or ``None`` when not given."""
+    if difficulty not in levels:
+        raise ValueError(f"difficulty must be one of {sorted(levels)}, got {difficulty}")
+    bad = [d for d in train_difficulties or () if d not in levels]
+    if bad or train_difficulties == []:
+        raise ValueError(
+            f"train_difficulties must be a non-empty list of levels {sorted(levels)}, got {train_difficulties}"
+        )
+    if train_difficulties is not None and source != "generated":
+        raise DataError("train_difficulties is only read by source 'generated'; drop it for datasets")
+    return list(train_difficulties) if train_difficulties else None
 
 
 def spread(items: list[T], n: int | None) -> list[T]:

@@ -1,29 +1,29 @@
 """Seeded generator of small function-writing problems with tests (the offline default of the code task).
 
-Each template draws a function name, argument names and constants, and yields a one-sentence statement
-("Write a function add_n(x) that returns x plus 7."), a gold solution, a one-line reasoning and 3-5
-``assert`` tests whose expected values come from a Python reference of the same template. Vocabulary is
-deliberately small so a tiny tokenizer trained on it covers it.
+A problem is a one-sentence statement ("Write a function add_n(x) that returns x plus 7."), a gold solution,
+a one-line reasoning and 3-5 ``assert`` tests whose expected values come from a Python reference of its
+template. Templates come in difficulty levels (:data:`LEVELS`): level 1 does one operation
+(:mod:`rlvr.domains.code.templates`), levels 2 and 3 compose two or three of them
+(:mod:`rlvr.domains.code.compose`), in the same words and code idioms.
 
-A problem is a pure function of (seed, split, index). Train and val are disjoint by statement: a statement
-belongs to val when its hash falls in one bucket of five; a problem picks a template, then draws from it
-until the statement is of its split (so templates are equally frequent in both splits).
+A problem is a pure function of (seed, split, index, difficulty). Train and val are disjoint by statement: a
+statement belongs to val when its hash falls in one bucket of five; a problem picks a template, then draws
+from it until the statement is of its split (so templates are equally frequent in both splits).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-WORDS = ("cat", "dog", "sun", "moon", "tree", "code", "apple", "level", "noon", "banana", "radar", "idea")
-NUM_ARGS = ("x", "n", "a", "num", "value")
-LIST_ARGS = ("nums", "xs", "values", "items")
-STR_ARGS = ("s", "text", "word")
+from rlvr.domains.code.compose import LEVEL_2, LEVEL_3
+from rlvr.domains.code.templates import TEMPLATES, Spec
+
 VAL_BUCKETS = 5  # one statement hash bucket in five is val
+#: difficulty -> its templates (name -> template); level 1 is the one-operation set the generator began with
+LEVELS: dict[int, dict[str, Callable[[random.Random], Spec]]] = {1: TEMPLATES, 2: LEVEL_2, 3: LEVEL_3}
 
 
 @dataclass(frozen=True)
@@ -47,213 +47,12 @@ class CodeProblem:
     template: str
 
 
-@dataclass(frozen=True)
-class _Spec:
-    names: tuple[str, ...]  # candidate function names
-    args: tuple[str, ...]  # argument names (already drawn)
-    does: str  # "returns x plus 7"
-    body: str  # the function body, unindented, may span lines
-    reasoning: str
-    ref: Callable[..., Any]  # the Python reference computing expected values
-    draw: Callable[[random.Random], tuple]  # one test input (argument tuple)
-
-
-def _ints(lo: int, hi: int) -> Callable[[random.Random], tuple]:
-    return lambda r: (r.randint(lo, hi),)
-
-
-def _int_list(r: random.Random, lo: int = -9, hi: int = 20, min_len: int = 1) -> list[int]:
-    return [r.randint(lo, hi) for _ in range(r.randint(min_len, 6))]
-
-
-def _text(r: random.Random) -> str:
-    return " ".join(r.choice(WORDS) for _ in range(r.randint(1, 3)))
-
-
-# --------------------------------------------------------------------------------------------- templates
-# Each takes the rng, returns a _Spec. Constants are drawn first so they appear in the statement.
-
-
-def _add(r: random.Random) -> _Spec:
-    k, x = r.randint(2, 9), r.choice(NUM_ARGS)
-    return _Spec(("add_n", "plus_n", "add_const"), (x,), f"returns {x} plus {k}", f"return {x} + {k}",
-                 f"Add {k} to {x}.", lambda v: v + k, _ints(-20, 50))  # fmt: skip
-
-
-def _sub(r: random.Random) -> _Spec:
-    k, x = r.randint(2, 9), r.choice(NUM_ARGS)
-    return _Spec(("sub_n", "minus_n", "take_away"), (x,), f"returns {x} minus {k}", f"return {x} - {k}",
-                 f"Subtract {k} from {x}.", lambda v: v - k, _ints(-20, 50))  # fmt: skip
-
-
-def _mul(r: random.Random) -> _Spec:
-    k, x = r.randint(2, 9), r.choice(NUM_ARGS)
-    return _Spec(("times_n", "mul_n", "scale"), (x,), f"returns {x} times {k}", f"return {x} * {k}",
-                 f"Multiply {x} by {k}.", lambda v: v * k, _ints(-20, 50))  # fmt: skip
-
-
-def _square(r: random.Random) -> _Spec:
-    x = r.choice(NUM_ARGS)
-    return _Spec(("square", "squared", "sq"), (x,), f"returns {x} squared", f"return {x} * {x}",
-                 f"Multiply {x} by itself.", lambda v: v * v, _ints(-20, 20))  # fmt: skip
-
-
-def _divisible(r: random.Random) -> _Spec:
-    k, x = r.randint(2, 9), r.choice(NUM_ARGS)
-    return _Spec(("is_multiple", "divisible", "check_div"), (x,),
-                 f"returns True if {x} is divisible by {k}, else False", f"return {x} % {k} == 0",
-                 f"Check that {x} modulo {k} is zero.", lambda v: v % k == 0,
-                 lambda rr: (rr.randint(0, 12) * (k if rr.random() < 0.5 else 1),))  # fmt: skip
-
-
-def _is_even(r: random.Random) -> _Spec:
-    x = r.choice(NUM_ARGS)
-    return _Spec(("is_even", "even", "check_even"), (x,), f"returns True if {x} is even, else False",
-                 f"return {x} % 2 == 0", f"Check that {x} modulo 2 is zero.", lambda v: v % 2 == 0,
-                 _ints(-20, 50))  # fmt: skip
-
-
-def _abs_diff(r: random.Random) -> _Spec:
-    a, b = r.sample(("a", "b", "x", "y"), 2)
-    return _Spec(("abs_diff", "distance", "gap"), (a, b), f"returns the absolute difference of {a} and {b}",
-                 f"return abs({a} - {b})", f"Take abs of {a} minus {b}.", lambda p, q: abs(p - q),
-                 lambda rr: (rr.randint(-20, 20), rr.randint(-20, 20)))  # fmt: skip
-
-
-def _sum_to(r: random.Random) -> _Spec:
-    x = r.choice(NUM_ARGS)
-    body = f"total = 0\nfor i in range(1, {x} + 1):\n    total += i\nreturn total"
-    return _Spec(("sum_to", "sum_up_to", "triangle"), (x,), f"returns the sum of the numbers from 1 to {x}",
-                 body, f"Loop from 1 to {x} and add each number.", lambda v: v * (v + 1) // 2,
-                 _ints(0, 30))  # fmt: skip
-
-
-def _factorial(r: random.Random) -> _Spec:
-    x = r.choice(NUM_ARGS)
-    body = f"result = 1\nfor i in range(2, {x} + 1):\n    result *= i\nreturn result"
-    return _Spec(("factorial", "fact", "product_to"), (x,), f"returns the factorial of {x}", body,
-                 f"Multiply the numbers from 2 to {x}.", math.factorial, _ints(0, 10))  # fmt: skip
-
-
-def _sum_list(r: random.Random) -> _Spec:
-    xs = r.choice(LIST_ARGS)
-    return _Spec(("sum_list", "total", "list_sum", "add_all"), (xs,),
-                 f"returns the sum of the numbers in the list {xs}", f"return sum({xs})",
-                 f"Add up all numbers in {xs}.", sum, lambda rr: (_int_list(rr, min_len=0),))  # fmt: skip
-
-
-def _max_list(r: random.Random) -> _Spec:
-    xs = r.choice(LIST_ARGS)
-    return _Spec(("max_list", "largest", "biggest", "top"), (xs,),
-                 f"returns the largest number in the non-empty list {xs}", f"return max({xs})",
-                 f"Take the max of {xs}.", max, lambda rr: (_int_list(rr),))  # fmt: skip
-
-
-def _min_list(r: random.Random) -> _Spec:
-    xs = r.choice(LIST_ARGS)
-    return _Spec(("min_list", "smallest", "lowest", "bottom"), (xs,),
-                 f"returns the smallest number in the non-empty list {xs}", f"return min({xs})",
-                 f"Take the min of {xs}.", min, lambda rr: (_int_list(rr),))  # fmt: skip
-
-
-def _count_value(r: random.Random) -> _Spec:
-    k, xs = r.randint(0, 5), r.choice(LIST_ARGS)
-    return _Spec(("count_value", "count_n", "how_many"), (xs,), f"returns how many times {k} appears in the list {xs}",
-                 f"return {xs}.count({k})", f"Count the items of {xs} equal to {k}.", lambda v: v.count(k),
-                 lambda rr: (_int_list(rr, 0, 5, 0),))  # fmt: skip
-
-
-def _greater(r: random.Random) -> _Spec:
-    k, xs = r.randint(0, 9), r.choice(LIST_ARGS)
-    return _Spec(("keep_greater", "above", "filter_big"), (xs,),
-                 f"returns a list of the numbers in {xs} that are greater than {k}",
-                 f"return [v for v in {xs} if v > {k}]", f"Keep the items of {xs} above {k}.",
-                 lambda v: [e for e in v if e > k], lambda rr: (_int_list(rr, min_len=0),))  # fmt: skip
-
-
-def _scale_list(r: random.Random) -> _Spec:
-    k, xs = r.randint(2, 9), r.choice(LIST_ARGS)
-    return _Spec(("scale_list", "times_all", "multiply_all"), (xs,),
-                 f"returns a new list with every number in {xs} multiplied by {k}",
-                 f"return [v * {k} for v in {xs}]", f"Multiply each item of {xs} by {k}.",
-                 lambda v: [e * k for e in v], lambda rr: (_int_list(rr, min_len=0),))  # fmt: skip
-
-
-def _last(r: random.Random) -> _Spec:
-    xs = r.choice(LIST_ARGS)
-    return _Spec(("last", "last_item", "final", "tail"), (xs,), f"returns the last item of the non-empty list {xs}",
-                 f"return {xs}[-1]", f"Index {xs} at -1.", lambda v: v[-1], lambda rr: (_int_list(rr),))  # fmt: skip
-
-
-def _vowels(r: random.Random) -> _Spec:
-    s = r.choice(STR_ARGS)
-    body = f'return sum(1 for c in {s} if c in "aeiou")'
-    return _Spec(("count_vowels", "vowels", "num_vowels"), (s,), f"returns the number of vowels in the string {s}",
-                 body, f"Count the letters of {s} that are in aeiou.", lambda v: sum(c in "aeiou" for c in v),
-                 lambda rr: (_text(rr),))  # fmt: skip
-
-
-def _reverse(r: random.Random) -> _Spec:
-    s = r.choice(STR_ARGS)
-    return _Spec(("reverse", "backwards", "flip"), (s,), f"returns the string {s} reversed", f"return {s}[::-1]",
-                 f"Slice {s} with step -1.", lambda v: v[::-1], lambda rr: (_text(rr),))  # fmt: skip
-
-
-def _repeat(r: random.Random) -> _Spec:
-    k, s = r.randint(2, 5), r.choice(STR_ARGS)
-    return _Spec(("repeat", "copies", "echo"), (s,), f"returns the string {s} repeated {k} times",
-                 f"return {s} * {k}", f"Multiply {s} by {k}.", lambda v: v * k, lambda rr: (rr.choice(WORDS),))  # fmt: skip
-
-
-def _palindrome(r: random.Random) -> _Spec:
-    s = r.choice(STR_ARGS)
-    return _Spec(("is_palindrome", "same_back", "mirror"), (s,),
-                 f"returns True if the string {s} reads the same forwards and backwards, else False",
-                 f"return {s} == {s}[::-1]", f"Compare {s} with {s} reversed.", lambda v: v == v[::-1],
-                 lambda rr: (rr.choice(WORDS),))  # fmt: skip
-
-
-def _count_words(r: random.Random) -> _Spec:
-    s = r.choice(STR_ARGS)
-    return _Spec(("count_words", "word_count", "num_words"), (s,), f"returns the number of words in the string {s}",
-                 f"return len({s}.split())", f"Split {s} on spaces and count the parts.",
-                 lambda v: len(v.split()), lambda rr: (_text(rr),))  # fmt: skip
-
-
-TEMPLATES: dict[str, Callable[[random.Random], _Spec]] = {
-    f.__name__.lstrip("_"): f
-    for f in (
-        _add,
-        _sub,
-        _mul,
-        _square,
-        _divisible,
-        _is_even,
-        _abs_diff,
-        _sum_to,
-        _factorial,
-        _sum_list,
-        _max_list,
-        _min_list,
-        _count_value,
-        _greater,
-        _scale_list,
-        _last,
-        _vowels,
-        _reverse,
-        _repeat,
-        _palindrome,
-        _count_words,
-    )  # fmt: skip
-}
-
-
 def is_val_statement(statement: str) -> bool:
     """Whether a statement belongs to val (a stable hash, independent of seed and Python's hash salt)."""
     return int(hashlib.sha256(statement.encode()).hexdigest()[:8], 16) % VAL_BUCKETS == 0
 
 
-def _tests(name: str, spec: _Spec, r: random.Random) -> tuple[str, ...]:
+def _tests(name: str, spec: Spec, r: random.Random) -> tuple[str, ...]:
     want, seen, tests = r.randint(3, 5), set(), []
     for _ in range(50):  # distinct inputs; small input spaces may yield fewer than wanted (never < 1)
         args = spec.draw(r)
@@ -266,16 +65,21 @@ def _tests(name: str, spec: _Spec, r: random.Random) -> tuple[str, ...]:
     return tuple(tests)
 
 
-def make_problem(seed: int, split: str, index: int) -> CodeProblem:
-    """Problem ``index`` of ``split`` ("train" or "val"): a pure function of its arguments."""
+def make_problem(seed: int, split: str, index: int, difficulty: int = 1) -> CodeProblem:
+    """Problem ``index`` of ``split`` ("train" or "val") at level ``difficulty``: a pure function of its
+    arguments."""
     if split not in ("train", "val"):
         raise ValueError(f"generated code split must be 'train' or 'val', got {split!r}")
-    r = random.Random(f"code:{seed}:{split}:{index}")  # str seeds hash with sha512: stable across runs
+    if difficulty not in LEVELS:
+        raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty}")
+    templates = LEVELS[difficulty]
+    # str seeds hash with sha512: stable across runs; level 1 keeps the seed it had before levels existed
+    r = random.Random(f"code:{seed}:{split}:{index}" + (f":{difficulty}" if difficulty > 1 else ""))
     found = None
     while found is None:  # template first, so templates are equally frequent in both splits
-        template = r.choice(sorted(TEMPLATES))
+        template = r.choice(sorted(templates))
         for _ in range(200):
-            spec = TEMPLATES[template](r)
+            spec = templates[template](r)
             name = r.choice(spec.names)
             signature = f"{name}({', '.join(spec.args)})"
             statement = f"Write a function {signature} that {spec.does}."

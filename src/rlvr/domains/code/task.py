@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlvr.domains.base import DataError, Example, Judgement, merge_weights, spread
-from rlvr.domains.code.generator import make_problem
+from rlvr.domains.base import DataError, Example, Judgement, check_levels, merge_weights, spread
+from rlvr.domains.code.generator import LEVELS, make_problem
 from rlvr.domains.code.verify import CODE_COMPONENTS, judge_code_batch
 from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT, format_answer
 from rlvr.domains.sources import load_records, looks_local, read_json_records, require_fields
@@ -154,7 +154,13 @@ class CodeTask:
         mbpp_variant: ``"full"`` (974 problems, 3 tests each) or ``"sanitized"`` (427, hand-checked); picks
             the file in a directory and the hub configuration.
         val_split: the MBPP split used as "val": ``"test"`` or ``"validation"``.
-        seed: generator seed (a problem is a function of seed, split and index).
+        seed: generator seed (a problem is a function of seed, split, index and level).
+        difficulty: generator level (:data:`rlvr.domains.code.generator.LEVELS`): 1 one operation ("returns x
+            plus 7"), 2 two composed ("returns x plus 3, times 4"), 3 three, the later ones drawn at random.
+            Val problems are always of this level.
+        train_difficulties: generated train problems of several levels (problem i has level
+            ``train_difficulties[i % len]``, recorded in ``meta["difficulty"]``), the ladder a
+            :class:`data_modules.curriculum.Curriculum` climbs; ``None`` = all of ``difficulty``.
         num_train: train problems; ``None`` = 2000 generated / all real ones (evenly spaced subset if smaller).
         num_val: val problems; ``None`` = 200 generated / all real ones.
         system_prompt: system message; empty = none.
@@ -173,6 +179,8 @@ class CodeTask:
         mbpp_variant: str = "full",
         val_split: str = "test",
         seed: int = 0,
+        difficulty: int = 1,
+        train_difficulties: list[int] | None = None,
         num_train: int | None = None,
         num_val: int | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -187,6 +195,7 @@ class CodeTask:
             raise ValueError(f"CodeTask val_split must be 'test' or 'validation', got {val_split!r}")
         if timeout_s <= 0 or any(n is not None and n < 1 for n in (num_train, num_val)):
             raise ValueError("CodeTask needs timeout_s > 0 and num_train / num_val >= 1 (or None)")
+        self.train_difficulties = check_levels(difficulty, train_difficulties, LEVELS, source)
         if source == "humaneval" and path is not None and not Path(path).expanduser().is_file():
             raise DataError(f"CodeTask(source='humaneval') path {path!r} is not a file")
         self.source = source
@@ -194,6 +203,7 @@ class CodeTask:
         self.mbpp_variant = mbpp_variant
         self.val_split = val_split
         self.seed = seed
+        self.difficulty = difficulty
         self.num = {"train": num_train, "val": num_val}
         self.system_prompt = system_prompt
         self.weights = merge_weights("code", CODE_WEIGHTS, weights, CODE_COMPONENTS)
@@ -241,9 +251,13 @@ class CodeTask:
         if split not in ("train", "val"):
             raise ValueError(f"generated CodeTask split must be 'train' or 'val', got {split!r}")
         n = self.num[split] if self.num[split] is not None else (2000 if split == "train" else 200)
+        ladder = (
+            self.train_difficulties if split == "train" and self.train_difficulties else [self.difficulty]
+        )
         out = []
         for i in range(n):
-            p = make_problem(self.seed, split, i)
+            level = ladder[i % len(ladder)]
+            p = make_problem(self.seed, split, i, level)
             out.append(
                 Example(
                     task=self.name,
@@ -251,7 +265,7 @@ class CodeTask:
                     reference={"tests": list(p.tests)},
                     solution=gold_completion(p.code, p.reasoning),
                     uid=f"codegen-{split}-{i}",
-                    meta={"source": "generated", "template": p.template},
+                    meta={"source": "generated", "template": p.template, "difficulty": level},
                 )
             )
         return out

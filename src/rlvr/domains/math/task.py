@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rlvr.domains.base import DataError, Example, Judgement, merge_weights
+from rlvr.domains.base import DataError, Example, Judgement, check_levels, merge_weights
 from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT, format_answer
 from rlvr.domains.math.generator import LEVELS, Problem, generate_problem
 from rlvr.domains.math.verify import LCPO_ALPHA, LCPO_BETA, MATH_COMPONENTS, judge_math, score_math
@@ -149,15 +149,7 @@ class MathTask:
             raise DataError(f"unknown math source {source!r}; choose one of {list(SOURCES)}")
         if source == "generated" and path is not None:
             raise DataError("path is only read by source 'gsm8k' or 'math500'; drop it for 'generated'")
-        if difficulty not in LEVELS:
-            raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty}")
-        bad = [d for d in train_difficulties or () if d not in LEVELS]
-        if bad or train_difficulties == []:
-            raise ValueError(
-                f"train_difficulties must be a non-empty list of levels {sorted(LEVELS)}, got {train_difficulties}"
-            )
-        if train_difficulties is not None and source != "generated":
-            raise DataError("train_difficulties is only read by source 'generated'; drop it for datasets")
+        train_ladder = check_levels(difficulty, train_difficulties, LEVELS, source)
         if any(n is not None and n < 0 for n in (num_train, num_val)):
             raise ValueError(f"num_train / num_val must be >= 0 or None, got {num_train} / {num_val}")
         self.source, self.system_prompt, self.seed, self.difficulty = source, system_prompt, seed, difficulty
@@ -166,7 +158,7 @@ class MathTask:
         self.weights = merge_weights("math", DEFAULT_WEIGHTS, weights, MATH_COMPONENTS)
         self.num_train, self.num_val = num_train, num_val
         self.lcpo_alpha, self.lcpo_beta = lcpo_alpha, lcpo_beta
-        self.train_difficulties = list(train_difficulties) if train_difficulties else None
+        self.train_difficulties = train_ladder
         self._cache: dict[str, list[Example]] = {}
 
     def examples(self, split: str) -> Sequence[Example]:
