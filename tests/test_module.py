@@ -205,7 +205,8 @@ def test_unknown_engine_is_one_line():
         engine_class("vlm")
 
 
-def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path):
+@pytest.mark.parametrize("rl_warmup", [0, 2])
+def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path, rl_warmup):
     import math as pymath
 
     class Seen(L.Callback):
@@ -217,9 +218,10 @@ def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path):
 
     seen = Seen()
     fit(tmp_path, [MathTask(num_train=64, num_val=4)], steps=6, callbacks=[seen],
-        hybrid=HybridSchedule("step", 1.0, 0.0, 4, rl_lr=2e-4, sft_lr_floor=0.1))  # fmt: skip
+        hybrid=HybridSchedule("step", 1.0, 0.0, 4, rl_lr=2e-4, sft_lr_floor=0.1, rl_warmup_steps=rl_warmup))  # fmt: skip
     cosine = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + pymath.cos(pymath.pi * s / 4))) for s in range(4)]
-    assert seen.lrs == pytest.approx(cosine + [2e-4, 2e-4])
+    rl = [2e-4, 2e-4] if rl_warmup == 0 else [1e-4, 2e-4]  # the RL lr reached linearly after the switch
+    assert seen.lrs == pytest.approx(cosine + rl)
     with pytest.raises(ValueError, match="sft_lr_floor must be in"):
         RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, sft_lr_floor=2.0))
 

@@ -288,10 +288,12 @@ def build_policy(name_or_path: str, tiny, corpus: list[str] | None, *, dtype: st
 
 
 def adamw_with_warmup(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
-                      decay_steps: int = 0, floor: float = 1.0, after: float | None = None):  # fmt: skip
+                      decay_steps: int = 0, floor: float = 1.0, after: float | None = None,
+                      after_warmup: int = 0):  # fmt: skip
     """AdamW over the trainable parameters; the learning rate warms up linearly over ``warmup_steps`` steps
     and, with ``decay_steps``, falls along a cosine to ``floor`` times itself by step ``decay_steps``; from
-    there on the factor is ``after`` (default ``floor``: the stage that follows may set its own lr)."""
+    there on the factor is ``after`` (default ``floor``: the stage that follows may set its own lr), reached
+    linearly over ``after_warmup`` steps (a second warm-up, for a stage that starts with fresh moments)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warm, after = max(1, warmup_steps), floor if after is None else after
@@ -300,7 +302,7 @@ def adamw_with_warmup(model: torch.nn.Module, lr: float, weight_decay: float, wa
         if decay_steps <= 0:
             return min(1.0, (step + 1) / warm)
         if step >= decay_steps:
-            return after
+            return after * min(1.0, (step - decay_steps + 1) / max(1, after_warmup))
         cosine = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * step / decay_steps))
         return min(1.0, (step + 1) / warm) * cosine
 

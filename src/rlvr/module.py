@@ -166,6 +166,7 @@ class RLVRModule(L.LightningModule):
                "multitask.per_task_advantage_std needs scale_rewards=batch")
         for name in ("switch_fraction", "sft_lr_floor"):
             _check(getattr(hybrid, name) is None or 0.0 <= getattr(hybrid, name) <= 1.0, f"hybrid.{name} must be in [0, 1]")  # fmt: skip
+        _check(hybrid.rl_warmup_steps >= 0, f"hybrid.rl_warmup_steps={hybrid.rl_warmup_steps}: must be >= 0")
         _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
         engine_class(rollout.engine)  # an unknown engine fails here, before any model is built
         if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
@@ -312,8 +313,8 @@ class RLVRModule(L.LightningModule):
         if self.hybrid.reset_optimizer:
             opt.optimizer.state.clear()  # AdamW re-creates moments and step counts at its next step
         if self.hybrid.rl_lr is not None:
-            for group in opt.param_groups:
-                group["lr"] = self.hybrid.rl_lr
+            for group, factor in zip(opt.param_groups, sched.lr_lambdas):  # hybrid.rl_warmup_steps ramps it
+                group["lr"] = self.hybrid.rl_lr * factor(sched.last_epoch)
             sched.base_lrs = [self.hybrid.rl_lr] * len(opt.param_groups)
         rank_zero_info(f"step {self.global_step}: SFT stage over, RL from here (lr={self.hybrid.rl_lr or self.lr})")  # fmt: skip
 

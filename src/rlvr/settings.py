@@ -71,6 +71,9 @@ class HybridSchedule:
             SFT checkpoint would. Carried over, the second moments of the SFT gradients (decaying over ~1/(1-β2)
             = 1000 steps) set the scale of the first RL updates, so the RL learning rate acts far smaller than
             its value.
+        rl_warmup_steps: the RL learning rate is reached linearly over this many steps after the switch (0 =
+            at once). Fresh AdamW moments make the first updates about ``lr`` in every coordinate whatever the
+            gradient's size, which at a useful RL lr knocks a freshly SFT'd small model back several points.
     λ = 1 skips generation (pure SFT); λ = 0 skips the SFT forward.
     """
 
@@ -83,6 +86,7 @@ class HybridSchedule:
     sft_lr_floor: float | None = None
     refresh_reference: bool = True
     reset_optimizer: bool = True
+    rl_warmup_steps: int = 0
 
 
 @dataclass

@@ -35,13 +35,16 @@ class StageControl:
         return self._switch(max_steps) if self.hybrid.schedule == "step" else self._total(max_steps)
 
     def lr_decay(self, max_steps: int | None) -> dict:
-        """Keyword arguments of :func:`rlvr.models.adamw_with_warmup` for ``hybrid.sft_lr_floor``: a cosine
-        over the SFT stage, then factor 1 when ``rl_lr`` replaces the base lr at the switch."""
+        """Keyword arguments of :func:`rlvr.models.adamw_with_warmup` for ``hybrid.sft_lr_floor`` and
+        ``hybrid.rl_warmup_steps``: a cosine over the SFT stage, then factor 1 when ``rl_lr`` replaces the base
+        lr at the switch, reached over ``rl_warmup_steps`` steps."""
         h = self.hybrid
-        if h.sft_lr_floor is None:
+        if h.sft_lr_floor is None and h.rl_warmup_steps <= 0:
             return {}
+        floor = 1.0 if h.sft_lr_floor is None else h.sft_lr_floor
         after = 1.0 if h.rl_lr is not None else None
-        return {"decay_steps": self.sft_steps(max_steps), "floor": h.sft_lr_floor, "after": after}
+        return {"decay_steps": self.sft_steps(max_steps), "floor": floor, "after": after,
+                "after_warmup": h.rl_warmup_steps}  # fmt: skip
 
     def _total(self, max_steps: int | None) -> int:
         return max_steps if max_steps and max_steps > 0 else max(1, self.hybrid.switch_step)
