@@ -224,6 +224,8 @@ def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path, rl_wa
     assert seen.lrs == pytest.approx(cosine + rl)
     with pytest.raises(ValueError, match="sft_lr_floor must be in"):
         RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, sft_lr_floor=2.0))
+    with pytest.raises(ValueError, match="rl_warmup_steps=-1: must be >= 0"):
+        RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, rl_warmup_steps=-1))
 
 
 @pytest.mark.parametrize("reset", [True, False])

@@ -166,7 +166,6 @@ class RLVRModule(L.LightningModule):
                "multitask.per_task_advantage_std needs scale_rewards=batch")
         for name in ("switch_fraction", "sft_lr_floor"):
             _check(getattr(hybrid, name) is None or 0.0 <= getattr(hybrid, name) <= 1.0, f"hybrid.{name} must be in [0, 1]")  # fmt: skip
-        _check(hybrid.rl_warmup_steps >= 0, f"hybrid.rl_warmup_steps={hybrid.rl_warmup_steps}: must be >= 0")
         _check(dapo.overlong_buffer <= max_new_tokens, "dapo.overlong_buffer must be <= max_new_tokens")
         engine_class(rollout.engine)  # an unknown engine fails here, before any model is built
         if loss.loss_type == "dr_grpo" and loss.max_completion_length is None:
@@ -247,8 +246,7 @@ class RLVRModule(L.LightningModule):
         return self.dtype_name in ("bfloat16", "float16") and not (self.load_in_4bit or self.load_in_8bit)
 
     def on_train_start(self) -> None:
-        # Gradients are summed over ranks once per optimizer step (sum_gradients): DDP's own all-reduce in
-        # backward would pair per micro-batch, and ranks with different micro-batch counts would hang.
+        # gradients summed over ranks once per step (sum_gradients): DDP's per-micro-batch all-reduce can hang
         self.sync = _gradient_sync(self.trainer.strategy)
         self.engine.update_weights(self.policy)  # the weights of a restored checkpoint, not the files'
         _check(self.sync != "strategy" or not self.dapo.dynamic_sampling,
@@ -299,19 +297,17 @@ class RLVRModule(L.LightningModule):
                 self.optimizer_step_guarded(step_metrics, lam)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # Reaching max_steps through should_stop makes Lightning validate before it stops, so every run
-        # (also a shortened one, --trainer.max_steps=30) ends with val/* metrics of the final policy.
+        # should_stop at max_steps makes Lightning validate before it stops: every run ends with val/* metrics
         if 0 < (self.trainer.max_steps or 0) <= self.global_step:
             self.trainer.should_stop = True
 
     def start_rl_stage(self) -> None:
-        """SFT -> RL: anchor the KL to the SFT'd policy, start the optimizer's moments afresh and switch to
-        the RL learning rate."""
+        """SFT -> RL: the KL anchored to the SFT'd policy, fresh optimizer moments, the RL learning rate."""
         if self.hybrid.refresh_reference and self.ref_policy is not None:
             self.ref_policy.load_state_dict(self.policy.state_dict())
         opt, sched = self.optimizers(), self.lr_schedulers()
-        if self.hybrid.reset_optimizer:
-            opt.optimizer.state.clear()  # AdamW re-creates moments and step counts at its next step
+        if self.hybrid.reset_optimizer:  # AdamW re-creates moments and step counts at its next step
+            opt.optimizer.state.clear()
         if self.hybrid.rl_lr is not None:
             for group, factor in zip(opt.param_groups, sched.lr_lambdas):  # hybrid.rl_warmup_steps ramps it
                 group["lr"] = self.hybrid.rl_lr * factor(sched.last_epoch)

@@ -18,6 +18,8 @@ class StageControl:
     """
 
     def __init__(self, hybrid: HybridSchedule):
+        if hybrid.rl_warmup_steps < 0:
+            raise ValueError(f"hybrid.rl_warmup_steps={hybrid.rl_warmup_steps}: must be >= 0")
         self.hybrid = hybrid
         self.override: float | None = None  # λ forced by a controller; None = the schedule decides
         self.previous: float | None = None  # λ of the last step taken
