@@ -1,4 +1,4 @@
-"""It learns: the default `make train TASK=math` run, read from its TensorBoard curves (slow: about 10.5 minutes on
+"""It learns: the default `make train TASK=math` run, read from its TensorBoard curves (slow: about 9-11 minutes on
 2 CPU cores; `make test-learning`, run by `.ci/run`).
 
 SFT on gold solutions must bring greedy validation accuracy (200 distinct held-out problems, strict format) from
