@@ -19,7 +19,8 @@ class ProgressLog(L.Callback):
     """Replaces Lightning's progress bar (set ``trainer.enable_progress_bar: false``).
 
     Every ``every_n_steps`` optimizer steps it prints ``step N/max | stage | metrics | s/step``: in SFT the SFT
-    loss, in RL the reward, per-task accuracy, KL and entropy, in a hybrid stage both. On a terminal the line
+    loss, in RL the reward, per-task accuracy, KL and entropy, in a hybrid stage both; s/step is the wall time
+    per step since the previous line (a validation in between included). On a terminal the line
     is rewritten in place each step; otherwise (a log file, CI) a new line is printed every N steps. After
     every validation it prints the validation accuracies.
 
@@ -50,8 +51,11 @@ class ProgressLog(L.Callback):
             return
         self._printed = step // self.every_n_steps
         metrics = getattr(getattr(pl_module, "step_log", None), "last", {}) or {}
-        line = self.format_line(step, trainer.max_steps, metrics, self._seconds_per_step(step))
+        now = time.perf_counter()
+        line = self.format_line(step, trainer.max_steps, metrics, self._seconds_per_step(step, now))
         print(("\r" + line.ljust(110)) if tty else line, end="" if tty else "\n", flush=True)
+        if due:  # the next lines time the steps after this one, so an RL stage's pace is not averaged with SFT's
+            self._t0, self._step0 = now, step
 
     @rank_zero_only
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -64,9 +68,9 @@ class ProgressLog(L.Callback):
         prefix = "\n" if sys.stdout.isatty() else ""
         print(f"{prefix}validation at step {trainer.global_step}: " + " | ".join(parts), flush=True)
 
-    def _seconds_per_step(self, step: int) -> float | None:
+    def _seconds_per_step(self, step: int, now: float) -> float | None:
         done = step - self._step0
-        return (time.perf_counter() - self._t0) / done if self._t0 is not None and done > 0 else None
+        return (now - self._t0) / done if self._t0 is not None and done > 0 else None
 
     @staticmethod
     def format_line(step: int, max_steps: int, metrics: dict, s_per_step: float | None) -> str:

@@ -59,3 +59,19 @@ def test_progress_line_shows_only_the_current_stage():
     )  # fmt: skip
     assert rl == "step 8/10 | rl | reward 1.500 | kl 0.010 | acc/math 0.25"  # no stale sft_loss
     assert ProgressLog.format_line(1, -1, {"train/sft_weight": 0.5}, None) == "step 1/? | hybrid λ=0.50"
+
+
+def test_progress_pace_is_timed_since_the_previous_line(monkeypatch, capsys):
+    import callbacks.progress as progress
+
+    clock = iter([0.0, 10.0, 12.0])  # start, line at step 10 (1 s/step), line at step 20 (0.2 s/step)
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock, 12.0))
+    monkeypatch.setattr(progress.sys.stdout, "isatty", lambda: False, raising=False)
+    cb = progress.ProgressLog(every_n_steps=10)
+    trainer = SimpleNamespace(global_step=0, max_steps=20)
+    cb.on_train_start(trainer, None)
+    for step in (10, 20):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, SimpleNamespace(step_log=None), None, None, 0)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("1.00 s/step") and lines[1].endswith("0.20 s/step"), lines  # not the run's mean 0.60
