@@ -298,14 +298,15 @@ def test_compare_of_a_non_result_directory_is_one_line(capsys, tmp_path):
 # ------------------------------------------------------------------------- evaluate on the tiny model
 
 
-def test_evaluate_all_seven_benchmarks_offline_writes_metrics(tiny_model_dir, shared_data, tmp_path):
+def test_evaluate_every_benchmark_offline_writes_metrics(tiny_model_dir, shared_data, tmp_path):
     out = tmp_path / "eval"
     argv = ["evaluate", "--model", str(tiny_model_dir), "--data-root", str(shared_data), "--limit", "3",
             "--max-new-tokens", "8", "--out", str(out)]  # fmt: skip
     assert rlvr_main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     primary = {"gsm8k": "accuracy", "math500": "accuracy", "humaneval": "pass@1", "mbpp": "pass@1",
-               "spider": "execution_accuracy", "arc_challenge": "acc_norm", "hellaswag": "acc_norm"}  # fmt: skip
+               "spider": "execution_accuracy", "arc_challenge": "acc_norm", "hellaswag": "acc_norm",
+               "gen_math": "accuracy", "gen_sql": "accuracy", "gen_code": "accuracy"}  # fmt: skip
     assert set(metrics) == set(BENCHMARKS)
     for bench, metric in primary.items():
         m = metrics[bench]
@@ -318,7 +319,7 @@ def test_evaluate_all_seven_benchmarks_offline_writes_metrics(tiny_model_dir, sh
     }
     assert metrics["arc_challenge"].keys() >= {"acc", "acc_norm"} and metrics["spider"]["missing_db"] == 62
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 7 * 3
+    assert len(samples) == len(BENCHMARKS) * 3
     errors = json.loads((out / "errors.json").read_text())
     assert set(errors) == set(BENCHMARKS)
     assert all(sum(c["count"] for c in cats.values()) == 3 for cats in errors.values())
@@ -408,3 +409,19 @@ def test_generate_benchmarks_report_strict_and_lenient_accuracy():
     m = summarize(get_benchmark("gsm8k"), samples("gsm8k", formatted=True), Loaded(items=[]), 4, 1.0)
     assert (m["lenient_accuracy"], m["strict_accuracy"]) == (0.5, 0.5)
     assert "lenient_accuracy" not in summarize(get_benchmark("arc_challenge"), [], Loaded(items=[]), 0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["gen_math", "gen_sql", "gen_code"])
+def test_generated_task_benchmarks_judge_gold_right_and_a_wrong_answer_wrong(name):
+    from rlvr.eval.benchmarks import get_benchmark
+
+    spec = get_benchmark(name)
+    items = spec.load(None).items
+    assert len(items) == 200 and len({it.uid for it in items}) == 200
+    pool, items = items[:20], items[:3]
+    gold = spec.judge([it.example.solution for it in items], items)
+    assert [v.correct for v in gold] == [1.0, 1.0, 1.0]
+    # another problem's gold solution, one whose answer differs (small math problems share answers)
+    answer = lambda it: it.example.reference.get("answer", it.example.uid)  # noqa: E731
+    wrong = [next(o.example.solution for o in pool if answer(o) != answer(it)) for it in items]
+    assert [v.correct for v in spec.judge(wrong, items)] == [0.0, 0.0, 0.0]

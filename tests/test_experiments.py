@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlvr.cli import build_cli, main
-from rlvr.eval.benchmarks import parse_names
+from rlvr.eval.benchmarks import BENCHMARKS, parse_names
 from rlvr.eval.cli import _evaluate_parser
 from rlvr.experiments import EXPERIMENTS
 from rlvr.experiments.plan import CONFIGS, eval_argv, fit_argv, merge_argv, start_model, write_fragments
@@ -63,14 +63,14 @@ def _defaults():
 def test_run_lists_hold_the_designed_comparisons():
     _, runs, benchmarks = resolve("multitask", "tiny")
     assert [r.name for r in runs] == ["base", "math", "sql", "code", "multi", "merged-linear", "merged-ties"]
-    assert len(benchmarks) == 7 and runs[0].kind == "fit"  # the tiny base is trained (SFT) and saved first
+    assert len(benchmarks) == len(BENCHMARKS) == 10 and runs[0].kind == "fit"  # the tiny base is trained (SFT) and saved first
     assert all(r.init_from == "base" for r in runs[1:])
     assert "--density" in runs[-1].merge_args and runs[-1].adapters == ("math", "sql", "code")
     _, runs, _ = resolve("multitask", "qwen0.5b")
     assert runs[0].kind == "model" and runs[0].model == "Qwen/Qwen2.5-0.5B-Instruct"
     _, runs, benchmarks = resolve("sft_rl", "tiny")
     names = [r.name for r in runs]
-    assert benchmarks == ["gsm8k", "math500"]
+    assert benchmarks == ["gsm8k", "math500", "gen_math"]
     for method in ("rl", "sft-rl", "hybrid-const", "hybrid-sched"):
         assert {method, f"{method}+ent"} <= set(names)
     assert "sft" in names and "sft+ent" not in names
@@ -116,7 +116,7 @@ def test_multitask_smoke_writes_the_results_directory(tmp_path, shared_data, mon
         assert (r["config"] is not None) == (r["kind"] == "fit")
     assert info["runs"][1]["config"]["trainer"]["max_steps"] == 4 and info["runs"][1]["seed"]["fit"] == 0
     delta = json.loads((out / "delta.json").read_text())
-    assert delta["runs"] == names[1:] and len(delta["delta"][0]) == 7
+    assert delta["runs"] == names[1:] and len(delta["delta"][0]) == len(BENCHMARKS)
     shift = list(csv.DictReader(open(out / "errors_shift.csv")))
     assert {r["run"] for r in shift} == set(names[1:])
     assert "merged-ties" in (out / "table.md").read_text()
@@ -126,6 +126,17 @@ def test_multitask_smoke_writes_the_results_directory(tmp_path, shared_data, mon
     assert all(r["reused"] for r in rerun)
     # a reused run reports the time it took when it ran (its fit/merge + eval), not the lookup
     assert all(r["wall_s"] >= r["eval_s"] > 0 for r in rerun), [(r["name"], r["wall_s"]) for r in rerun]
+    # another benchmark list evaluates every run again without training or merging it again
+    import rlvr.experiments.multitask as multitask
+
+    monkeypatch.setattr(multitask, "BENCHMARKS", ["gen_math"])
+    export = out / "runs" / "math" / "export" / "adapter_model.safetensors"
+    trained_at = export.stat().st_mtime_ns
+    third = json.loads((run_experiment("multitask", "tiny", out, data_root=str(shared_data), smoke=True)
+                        / "run.json").read_text())["runs"]  # fmt: skip
+    assert all(not r["reused"] and r["reused_training"] for r in third)
+    assert [r.get("fit_s") for r in third] == [r.get("fit_s") for r in rerun] and export.stat().st_mtime_ns == trained_at
+    assert set(json.loads((out / "runs" / "math" / "eval" / "metrics.json").read_text())) == {"gen_math"}
 
 
 def test_error_shift_shows_zero_for_a_category_a_run_never_hit():

@@ -9,6 +9,9 @@
 | spider        | generate   | Spider dev whose database exists (972)  | execution_accuracy, executes                  |
 | arc_challenge | choice     | ARC-Challenge test (1172)               | acc, acc_norm (log-likelihood)                |
 | hellaswag     | choice     | HellaSwag validation (10042)            | acc, acc_norm (log-likelihood)                |
+| gen_math      | generate   | generated math val, level 1 (200)       | accuracy (the task's verifier)                |
+| gen_sql       | generate   | generated SQL val, level 1 (200)        | accuracy (executed on its SQLite database)    |
+| gen_code      | generate   | generated code val, level 3 (200)       | accuracy (all tests pass in the sandbox)      |
 
 Every generate benchmark also reports ``lenient_accuracy`` (right wherever the verifier finds the answer) and
 ``strict_accuracy`` (also in the prompt's required ``<reasoning>``/``<answer>`` format; GSM8K's own reading
@@ -32,6 +35,9 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "spider": ("rlvr.domains.sql.bench", "SPIDER"),
     "arc_challenge": ("rlvr.eval.choice_data", "ARC_CHALLENGE"),
     "hellaswag": ("rlvr.eval.choice_data", "HELLASWAG"),
+    "gen_math": ("rlvr.eval.task_bench", "GEN_MATH"),
+    "gen_sql": ("rlvr.eval.task_bench", "GEN_SQL"),
+    "gen_code": ("rlvr.eval.task_bench", "GEN_CODE"),
 }
 BENCHMARKS: tuple[str, ...] = tuple(_REGISTRY)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps, task_list
 
-BENCHMARKS = ["gsm8k"]
+BENCHMARKS = ["gsm8k", "gen_math"]  # gen_math: where the tiny model scores
 OPTIONS = {"task": "math"}
 HEATMAP = False
 #: run name -> reward weights. LCPO (L1, Aggarwal & Welleck 2025) replaces exact match by LCPO-Max: the
@@ -21,8 +21,7 @@ REWARD_SETS: dict[str, dict[str, float]] = {
     "lcpo": {"correctness": 0.0, "strict_format": 0.5, "soft_format": 0.5, "is_number": 0.5, "lcpo_max": 2.0},
 }
 #: table columns: (benchmark, metric); completion_words is computed from the evaluated samples
-COLUMNS = [("gsm8k", "accuracy"), ("gsm8k", "strict_accuracy"), ("gsm8k", "format_rate"),
-           ("gsm8k", "completion_words")]  # fmt: skip
+COLUMNS = [(b, m) for b in BENCHMARKS for m in ("accuracy", "strict_accuracy", "format_rate", "completion_words")]
 
 
 def with_weights(p: Preset, task: str, weights: dict[str, float]) -> dict:

@@ -84,20 +84,22 @@ def execute(out: Path, p: Preset, run: Run, runs: dict[str, Run], benchmarks, da
     d = run_dir(out, run)
     make = fit_argv(out, p, run, runs) if run.kind == "fit" else merge_argv(out, p, run, runs) if run.kind == "merge" else None  # fmt: skip
     record_file = d / "record.json"
-    if record_file.is_file():
-        old = json.loads(record_file.read_text())
+    old = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    if old and old.get("make") == make:  # trained (or merged) exactly so before: at most evaluate again
         same_eval = old.get("eval") == eval_argv(
             out, p, run, runs, benchmarks, data_root, adapter=run.kind != "model" and is_adapter(out, run)
         )
-        if old.get("make") == make and same_eval and (d / "eval" / "metrics.json").is_file():
+        if same_eval and (d / "eval" / "metrics.json").is_file():
             return {**old, "reused": True}
-    if d.exists():
-        shutil.rmtree(d)
-    record: dict[str, Any] = {"name": run.name, "kind": run.kind, "make": make, "reused": False}
-    if make is not None:
-        start = time.perf_counter()
-        invoke(make, p.isolate)
-        record[f"{run.kind}_s"] = round(time.perf_counter() - start, 2)
+        record: dict[str, Any] = {**old, "reused": False, "reused_training": True}
+    else:
+        if d.exists():
+            shutil.rmtree(d)
+        record = {"name": run.name, "kind": run.kind, "make": make, "reused": False}
+        if make is not None:
+            start = time.perf_counter()
+            invoke(make, p.isolate)
+            record[f"{run.kind}_s"] = round(time.perf_counter() - start, 2)
     argv = eval_argv(
         out, p, run, runs, benchmarks, data_root, adapter=run.kind != "model" and is_adapter(out, run)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps
 
-BENCHMARKS = ["gsm8k", "math500"]
+BENCHMARKS = ["gsm8k", "math500", "gen_math"]  # gen_math: where the tiny model scores
 #: task: the trained task config; lambda: the constant hybrid weight; schedule: the scheduled hybrid's
 #: shape (λ from 1 to 0 over the run); entropy_coef: the entropy bonus γ of the "+ent" runs; switch_fraction:
 #: where sft-rl turns from SFT to GRPO (None: the task config's own, 0.9 for math)
