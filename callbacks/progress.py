@@ -54,7 +54,8 @@ class ProgressLog(L.Callback):
         now = time.perf_counter()
         line = self.format_line(step, trainer.max_steps, metrics, self._seconds_per_step(step, now))
         print(("\r" + line.ljust(110)) if tty else line, end="" if tty else "\n", flush=True)
-        if due:  # the next lines time the steps after this one, so an RL stage's pace is not averaged with SFT's
+        # the next lines time the steps after this one, so an RL stage's pace is not averaged with SFT's
+        if due:
             self._t0, self._step0 = now, step
 
     @rank_zero_only

@@ -63,7 +63,8 @@ def _defaults():
 def test_run_lists_hold_the_designed_comparisons():
     _, runs, benchmarks = resolve("multitask", "tiny")
     assert [r.name for r in runs] == ["base", "math", "sql", "code", "multi", "merged-linear", "merged-ties"]
-    assert len(benchmarks) == len(BENCHMARKS) == 10 and runs[0].kind == "fit"  # the tiny base is trained (SFT) and saved first
+    # the tiny base is trained (SFT) and saved first
+    assert len(benchmarks) == len(BENCHMARKS) == 10 and runs[0].kind == "fit"
     assert all(r.init_from == "base" for r in runs[1:])
     assert "--density" in runs[-1].merge_args and runs[-1].adapters == ("math", "sql", "code")
     _, runs, _ = resolve("multitask", "qwen0.5b")
@@ -135,7 +136,9 @@ def test_multitask_smoke_writes_the_results_directory(tmp_path, shared_data, mon
     third = json.loads((run_experiment("multitask", "tiny", out, data_root=str(shared_data), smoke=True)
                         / "run.json").read_text())["runs"]  # fmt: skip
     assert all(not r["reused"] and r["reused_training"] for r in third)
-    assert [r.get("fit_s") for r in third] == [r.get("fit_s") for r in rerun] and export.stat().st_mtime_ns == trained_at
+    assert [r.get("fit_s") for r in third] == [
+        r.get("fit_s") for r in rerun
+    ] and export.stat().st_mtime_ns == trained_at
     assert set(json.loads((out / "runs" / "math" / "eval" / "metrics.json").read_text())) == {"gen_math"}
 
 

@@ -21,7 +21,9 @@ REWARD_SETS: dict[str, dict[str, float]] = {
     "lcpo": {"correctness": 0.0, "strict_format": 0.5, "soft_format": 0.5, "is_number": 0.5, "lcpo_max": 2.0},
 }
 #: table columns: (benchmark, metric); completion_words is computed from the evaluated samples
-COLUMNS = [(b, m) for b in BENCHMARKS for m in ("accuracy", "strict_accuracy", "format_rate", "completion_words")]
+COLUMNS = [
+    (b, m) for b in BENCHMARKS for m in ("accuracy", "strict_accuracy", "format_rate", "completion_words")
+]
 
 
 def with_weights(p: Preset, task: str, weights: dict[str, float]) -> dict:
