@@ -35,12 +35,13 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: TASK=math|sql|code|multi  ARGS='--trainer.max_steps=50 ...'"
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	@# no CUDA here: the CPU build of torch first, so nothing below pulls a multi-GB CUDA wheel
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
 		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)"; fi
-	$(PY) -m pip install -q -e ".[dev]"
+	@# constraints.txt: the versions the README's numbers were measured with (a new release moves them)
+	$(PY) -m pip install -q -e ".[dev]" -c constraints.txt
 	touch $@
 
 install: $(STAMP) ## build .venv (CPU torch first where there is no CUDA, then `pip install -e .[dev]`)
