@@ -205,18 +205,19 @@ def test_unknown_engine_is_one_line():
         engine_class("vlm")
 
 
+class SeenLR(L.Callback):
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+
 @pytest.mark.parametrize("rl_warmup", [0, 2])
 def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path, rl_warmup):
     import math as pymath
 
-    class Seen(L.Callback):
-        def __init__(self):
-            self.lrs: list[float] = []
-
-        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-            self.lrs.append(optimizer.param_groups[0]["lr"])
-
-    seen = Seen()
+    seen = SeenLR()
     fit(tmp_path, [MathTask(num_train=64, num_val=4)], steps=6, callbacks=[seen],
         hybrid=HybridSchedule("step", 1.0, 0.0, 4, rl_lr=2e-4, sft_lr_floor=0.1, rl_warmup_steps=rl_warmup))  # fmt: skip
     cosine = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + pymath.cos(pymath.pi * s / 4))) for s in range(4)]
@@ -226,6 +227,16 @@ def test_sft_lr_floor_decays_the_sft_stage_then_rl_runs_at_rl_lr(tmp_path, rl_wa
         RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, sft_lr_floor=2.0))
     with pytest.raises(ValueError, match="rl_warmup_steps=-1: must be >= 0"):
         RLVRModule(tiny=TINY, hybrid=HybridSchedule("step", 1.0, 0.0, 4, rl_warmup_steps=-1))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_a_run_without_an_sft_stage_runs_at_rl_lr_from_step_0(tmp_path, lam):
+    """Pure GRPO (λ = 0) or a constant hybrid blend has no SFT stage and no switch: rl_lr, warmed up over
+    rl_warmup_steps, is its learning rate from the first step, not lr (and no SFT cosine applies)."""
+    seen = SeenLR()
+    fit(tmp_path, [MathTask(num_train=64, num_val=4)], steps=4, callbacks=[seen],
+        hybrid=HybridSchedule("constant", lam, lam, rl_lr=2e-5, sft_lr_floor=0.1, rl_warmup_steps=2))  # fmt: skip
+    assert seen.lrs == pytest.approx([1e-5, 2e-5, 2e-5, 2e-5])
 
 
 @pytest.mark.parametrize("reset", [True, False])

@@ -223,7 +223,10 @@ class RLVRModule(L.LightningModule):
 
     def configure_optimizers(self):
         decay = self.stages.lr_decay(self.trainer.max_steps)  # hybrid.sft_lr_floor: a cosine over SFT
-        opt, sched = adamw_with_warmup(self.policy, self.lr, self.weight_decay, self.warmup_steps, **decay)
+        lr, warmup, h = self.lr, self.warmup_steps, self.hybrid
+        if self.stages.starts_in_rl(self.trainer.max_steps):  # no SFT stage: the RL lr from step 0
+            lr, warmup = (lr if h.rl_lr is None else h.rl_lr), (h.rl_warmup_steps or warmup)
+        opt, sched = adamw_with_warmup(self.policy, lr, self.weight_decay, warmup, **decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:

@@ -59,7 +59,8 @@ class HybridSchedule:
         switch_fraction: the switch as a fraction of ``trainer.max_steps`` instead (overrides ``switch_step``),
             so a shortened run (``--trainer.max_steps=30``) still reaches its RL stage.
         rl_lr: learning rate from the first RL step on (None = keep ``lr``); SFT of a small model wants a
-            larger step than RL, which otherwise undoes the warm-up in a few updates.
+            larger step than RL, which otherwise undoes the warm-up in a few updates. A schedule with λ < 1
+            from step 0 (no SFT stage) runs at ``rl_lr`` from the start, warmed up over ``rl_warmup_steps``.
         sft_lr_floor: when set, the learning rate falls along a cosine from ``lr`` to ``lr * sft_lr_floor``
             over the SFT stage (the steps before the ``step`` schedule's switch; all of training for the other
             schedules), then RL runs at ``rl_lr`` (or stays at the floor when ``rl_lr`` is None). A small model

@@ -34,15 +34,22 @@ class StageControl:
     def sft_steps(self, max_steps: int | None) -> int:
         """Steps of the SFT stage as the schedule plans it: those before the ``step`` schedule's switch, or
         the whole run for the other schedules (where λ > 0 throughout)."""
+        if self.starts_in_rl(max_steps):
+            return 0
         return self._switch(max_steps) if self.hybrid.schedule == "step" else self._total(max_steps)
+
+    def starts_in_rl(self, max_steps: int | None) -> bool:
+        """Whether the schedule has no SFT stage: λ < 1 from the first step (pure GRPO, or a hybrid blend),
+        so ``rl_lr`` and ``rl_warmup_steps`` apply from step 0."""
+        return self.override is None and self.weight(0, max_steps) < 1.0
 
     def lr_decay(self, max_steps: int | None) -> dict:
         """Keyword arguments of :func:`rlvr.models.adamw_with_warmup` for ``hybrid.sft_lr_floor`` and
         ``hybrid.rl_warmup_steps``: a cosine over the SFT stage, then factor 1 when ``rl_lr`` replaces the base
         lr at the switch, reached over ``rl_warmup_steps`` steps."""
         h = self.hybrid
-        if h.sft_lr_floor is None and h.rl_warmup_steps <= 0:
-            return {}
+        if (h.sft_lr_floor is None and h.rl_warmup_steps <= 0) or self.starts_in_rl(max_steps):
+            return {}  # a run that starts in RL warms up to its lr (configure_optimizers) and holds it
         floor = 1.0 if h.sft_lr_floor is None else h.sft_lr_floor
         after = 1.0 if h.rl_lr is not None else None
         return {"decay_steps": self.sft_steps(max_steps), "floor": floor, "after": after,
