@@ -1,13 +1,13 @@
-"""It learns: the default `make train TASK=math` run, read from its TensorBoard curves (slow: about 9-11 minutes on
-2 CPU cores; `make test-learning`, run by `.ci/run`).
+"""It learns: each default `make train TASK=...` run, read from its TensorBoard curves (slow: math ~7-9 min, sql and
+code ~7-9 min each, multi ~14-15 min on 2 CPU cores; `make test-learning`, run by `.ci/run`, so every number the README
+states for these runs is re-measured on each fresh clone).
 
-SFT on gold solutions must bring greedy validation accuracy (200 distinct held-out problems, strict format) from
-the untrained model's ~0 to at least 20%; the GRPO stage after it, trained on nothing but the verifier's reward,
-must not lose validation accuracy (2 points of slack: 4 of 200 prompts) and must raise the correctness reward
-itself on its training rollouts. Measured on 2 cores with constraints.txt's package versions: 0.000 -> 0.290 at the
-switch (step 300) -> 0.290 at the end (step 350) in a working checkout, 0.335 on a fresh clone (the RL steps are not
-bit-identical between runs); correctness 0.539 -> 0.564 and 0.542 -> 0.569 (first -> last third of the RL steps).
-(The +10-point RL gain the learning issue asks for is not reached: see the README's "What the default run learns".)
+For every task of the run: SFT on gold solutions must bring greedy validation accuracy (strict format; 200 distinct
+held-out problems for math, 100 prompts per task otherwise) from the untrained model's ~0 to at least 20%; the GRPO
+stage after it, trained on nothing but the verifier's reward, must not lose validation accuracy beyond the slack
+(4 prompts of 200, 4 of 100: about one standard error). For the math default the correctness reward must also rise
+over the RL steps; for the others it is printed, not asserted (measured flat to falling: see the README's "What the
+default run learns"). The +10-point RL gain the learning issue asks for is not reached and is not asserted.
 """
 
 from __future__ import annotations
@@ -37,24 +37,49 @@ def curves(root: Path, *tags: str) -> dict[str, dict[int, float]]:
     return out
 
 
+#: task config -> (its tasks' correctness reward components, RL slack on val accuracy, assert the reward rises)
+RUNS = {
+    "math": ({"math": "correctness"}, 0.02, True),
+    "sql": ({"sql": "sql_result_match"}, 0.04, False),
+    "code": ({"code": "all_tests_pass"}, 0.04, False),
+    "multi": ({"math": "correctness", "sql": "sql_result_match", "code": "all_tests_pass"}, 0.04, False),
+}
+
+
+def thirds(values: dict[int, float], since: int) -> tuple[float, float]:
+    """Mean of the first and of the last third of ``values`` from step ``since`` on."""
+    v = [x for s, x in sorted(values.items()) if s >= since]
+    k = max(1, len(v) // 3)
+    return sum(v[:k]) / k, sum(v[-k:]) / k
+
+
 @pytest.mark.slow
-def test_default_math_run_learns_in_sft_and_rl_keeps_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", list(RUNS))
+def test_default_run_learns_in_sft_and_rl_keeps_it(task, tmp_path, monkeypatch):
+    components, slack, rises = RUNS[task]
     monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))
-    base = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "task" / "math.yaml")]
+    base = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "task" / f"{task}.yaml")]
     assert main(["fit", *base, f"--trainer.logger.init_args.save_dir={tmp_path}"]) == 0
-    c = curves(tmp_path, "val/math/accuracy", "val/math/lenient_accuracy", "reward/math/correctness",
-               "train/pg_loss")  # fmt: skip
-    acc, lenient = c["val/math/accuracy"], c["val/math/lenient_accuracy"]
+    tags = [f"val/{t}/{m}" for t in components for m in ("accuracy", "lenient_accuracy")]
+    rewards = [f"reward/{t}/{c}" for t, c in components.items()]
+    c = curves(tmp_path, *tags, *rewards, "train/pg_loss")
     switch = min(c["train/pg_loss"])  # the first GRPO step; ValidationPoints validates right before it
-    before = max(s for s in acc if s <= switch)  # Lightning logs a validation after step s at s - 1
-    start, at_switch, end = acc[0], acc[before], acc[max(acc)]
-    print(f"val/math/accuracy step 0: {start:.3f}  switch (step {switch}): {at_switch:.3f}  end: {end:.3f}; "
-          f"lenient {lenient[0]:.3f} / {lenient[before]:.3f} / {lenient[max(lenient)]:.3f}")  # fmt: skip
-    assert start <= 0.05, acc  # the untrained model
-    assert at_switch >= 0.20, acc  # SFT
-    assert end >= at_switch - 0.02, acc  # RL on the reward alone does not undo SFT
-    correct = [v for s, v in sorted(c["reward/math/correctness"].items()) if s >= switch]
-    k = len(correct) // 3  # the first and last third of the RL stage
-    first, last = sum(correct[:k]) / k, sum(correct[-k:]) / k
-    print(f"reward/math/correctness: first {k} RL steps {first:.3f}, last {k} {last:.3f}")
-    assert last > first, (first, last)
+    failures = []
+    for t, component in components.items():
+        acc, lenient = c[f"val/{t}/accuracy"], c[f"val/{t}/lenient_accuracy"]
+        before = max(s for s in acc if s <= switch)  # Lightning logs a validation after step s at s - 1
+        start, at_switch, end = acc[0], acc[before], acc[max(acc)]
+        first, last = thirds(c[f"reward/{t}/{component}"], switch)
+        print(f"\n{task}: val/{t}/accuracy step 0: {start:.3f}  switch (step {switch}): {at_switch:.3f}  "
+              f"end (step {max(acc) + 1}): {end:.3f}; lenient {lenient[0]:.3f} / {lenient[before]:.3f} / "
+              f"{lenient[max(lenient)]:.3f}; reward/{t}/{component} first -> last third of RL: "
+              f"{first:.3f} -> {last:.3f}")  # fmt: skip
+        if start > 0.05:
+            failures.append(f"{t}: the untrained model scores {start:.3f}")
+        if at_switch < 0.20:
+            failures.append(f"{t}: SFT reached {at_switch:.3f} < 0.20")
+        if end < at_switch - slack:
+            failures.append(f"{t}: RL lost {at_switch - end:.3f} > {slack}")
+        if rises and not last > first:
+            failures.append(f"{t}: reward/{t}/{component} did not rise ({first:.3f} -> {last:.3f})")
+    assert not failures, failures
