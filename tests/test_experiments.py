@@ -75,6 +75,11 @@ def test_run_lists_hold_the_designed_comparisons():
     for method in ("rl", "sft-rl", "hybrid-const", "hybrid-sched"):
         assert {method, f"{method}+ent"} <= set(names)
     assert "sft" in names and "sft+ent" not in names
+    # the tiny methods all start from one saved SFT base, each stage at its own lr
+    assert runs[0].kind == "fit" and runs[0].steps == 150 and all(r.init_from == "base" for r in runs[1:])
+    assert "--model.hybrid.rl_lr=2.0e-4" in {r.name: r for r in runs}["hybrid-const+ent"].overrides
+    _, runs, _ = resolve("sft_rl", "qwen0.5b")
+    assert runs[0].kind == "model" and all(r.init_from is None for r in runs[1:])
     _, runs, _ = resolve("reward_ablation", "tiny")
     assert [r.name for r in runs] == ["base", "format-exact", "number-soft", "length", "lcpo"]
 
@@ -87,6 +92,9 @@ def test_bad_presets_fail_with_one_line(tmp_path):
     bad.write_text("steps: 3\noptions: {base_stepz: 2}\n")
     with pytest.raises(ValueError, match="unknown options"):
         resolve("multitask", str(bad))
+    bad.write_text("steps: 3\noptions: {method_overrides: {hybird-const: [--model.lr=1.0]}}\n")
+    with pytest.raises(ValueError, match=r"method_overrides names \['hybird-const'\]"):
+        resolve("sft_rl", str(bad))
     with pytest.raises(ValueError, match="unknown preset"):
         resolve("sft_rl", "nope")
     assert main(["experiment", "--exp", "sft_rl", "--preset", "nope", "--list"]) == 2
