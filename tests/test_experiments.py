@@ -77,7 +77,7 @@ def test_run_lists_hold_the_designed_comparisons():
     assert "sft" in names and "sft+ent" not in names
     # the tiny methods all start from one saved SFT base, each stage at its own lr
     assert runs[0].kind == "fit" and runs[0].steps == 150 and all(r.init_from == "base" for r in runs[1:])
-    assert "--model.hybrid.rl_lr=2.0e-4" in {r.name: r for r in runs}["hybrid-const+ent"].overrides
+    assert "--model.hybrid.rl_lr=3.0e-4" in {r.name: r for r in runs}["hybrid-const+ent"].overrides
     _, runs, _ = resolve("sft_rl", "qwen0.5b")
     assert runs[0].kind == "model" and all(r.init_from is None for r in runs[1:])
     _, runs, _ = resolve("reward_ablation", "tiny")
