@@ -222,10 +222,7 @@ class RLVRModule(L.LightningModule):
         return self
 
     def configure_optimizers(self):
-        decay = self.stages.lr_decay(self.trainer.max_steps)  # hybrid.sft_lr_floor: a cosine over SFT
-        lr, warmup, h = self.lr, self.warmup_steps, self.hybrid
-        if self.stages.starts_in_rl(self.trainer.max_steps):  # no SFT stage: the RL lr from step 0
-            lr, warmup = (lr if h.rl_lr is None else h.rl_lr), (h.rl_warmup_steps or warmup)
+        lr, warmup, decay = self.stages.lr_plan(self.lr, self.warmup_steps, self.trainer.max_steps)
         opt, sched = adamw_with_warmup(self.policy, lr, self.weight_decay, warmup, **decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

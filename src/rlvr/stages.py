@@ -43,13 +43,21 @@ class StageControl:
         so ``rl_lr`` and ``rl_warmup_steps`` apply from step 0."""
         return self.override is None and self.weight(0, max_steps) < 1.0
 
+    def lr_plan(self, lr: float, warmup_steps: int, max_steps: int | None) -> tuple[float, int, dict]:
+        """The optimizer's base lr, warm-up steps and :meth:`lr_decay` arguments: ``lr`` and ``warmup_steps``,
+        or ``rl_lr`` (when set) and ``rl_warmup_steps`` (when > 0) for a run with no SFT stage."""
+        h = self.hybrid
+        if self.starts_in_rl(max_steps):
+            return (lr if h.rl_lr is None else h.rl_lr), (h.rl_warmup_steps or warmup_steps), {}
+        return lr, warmup_steps, self.lr_decay(max_steps)
+
     def lr_decay(self, max_steps: int | None) -> dict:
         """Keyword arguments of :func:`rlvr.models.adamw_with_warmup` for ``hybrid.sft_lr_floor`` and
         ``hybrid.rl_warmup_steps``: a cosine over the SFT stage, then factor 1 when ``rl_lr`` replaces the base
         lr at the switch, reached over ``rl_warmup_steps`` steps."""
         h = self.hybrid
-        if (h.sft_lr_floor is None and h.rl_warmup_steps <= 0) or self.starts_in_rl(max_steps):
-            return {}  # a run that starts in RL warms up to its lr (configure_optimizers) and holds it
+        if h.sft_lr_floor is None and h.rl_warmup_steps <= 0:
+            return {}
         floor = 1.0 if h.sft_lr_floor is None else h.sft_lr_floor
         after = 1.0 if h.rl_lr is not None else None
         return {"decay_steps": self.sft_steps(max_steps), "floor": floor, "after": after,
