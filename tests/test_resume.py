@@ -130,3 +130,24 @@ def test_sigterm_saves_last_ckpt_and_resume_continues_in_the_same_folder(tmp_pat
     out = finish(rlvr_fit(cfg, "--ckpt_path", "last", "--trainer.max_steps", str(step + 2), cwd=tmp_path))
     assert sorted(p.name for p in (tmp_path / "runs/t").iterdir()) == ["version_0"]
     assert saved_step(ckpt) == step + 2
+
+
+def test_resume_names_the_model_settings_that_differ_from_the_checkpoint(tmp_path):
+    cfg = config(tmp_path, 2, 1, 1, 1000)
+    finish(rlvr_fit(cfg, cwd=tmp_path))
+    out = finish(rlvr_fit(cfg, "--ckpt_path", "last", "--trainer.max_steps", "3", cwd=tmp_path))
+    assert "model settings" not in out  # same settings: nothing to say
+    # 'last' resumes with the command line's settings, and says which differ from the checkpoint's
+    out = finish(
+        rlvr_fit(cfg, "--ckpt_path", "last", "--trainer.max_steps", "4", "--model.lr", "0.002", cwd=tmp_path)
+    )
+    assert "will not repeat the interrupted run: model.lr: 0.001 -> 0.002" in out, out[-2000:]
+    # a checkpoint file: Lightning restores the saved settings (now lr 0.002), dropping the given 0.003
+    ckpt = tmp_path / "runs/t/version_0/checkpoints/last.ckpt"
+    out = finish(
+        rlvr_fit(
+            cfg, "--ckpt_path", str(ckpt), "--trainer.max_steps", "5", "--model.lr", "0.003", cwd=tmp_path
+        )
+    )
+    assert "replace the ones given (checkpoint -> given): model.lr: 0.002 -> 0.003" in out, out[-2000:]
+    assert "will not repeat" not in out

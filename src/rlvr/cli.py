@@ -26,6 +26,7 @@ from rlvr.checkpointing import NAME as LAST_CKPT
 from rlvr.checkpointing import LastCheckpoint
 from rlvr.domains.base import DataError
 from rlvr.models import ModelLoadError
+from rlvr.resume import changed_settings
 
 #: LightningCLI's subcommands that rlvr documents, with what they do
 LIGHTNING_COMMANDS: dict[str, str] = {
@@ -158,6 +159,29 @@ class RlvrCLI(LightningCLI):
                            "optimizer steps > 0")  # fmt: skip
         cfg = self.config_init[self.subcommand]
         cfg["ckpt_path"] = resume_in_place(self.trainer.logger, cfg.get("ckpt_path"))
+        if cfg["ckpt_path"] is not None:
+            import torch
+
+            saved = torch.load(cfg["ckpt_path"], map_location="cpu", weights_only=True, mmap=True)
+            _warn_changed(
+                changed_settings(saved.get("hyper_parameters", {}), dict(self.model.hparams)),
+                f"--ckpt_path {cfg['ckpt_path']}: the resumed run uses model settings that differ from the "
+                "checkpoint's, so it will not repeat the interrupted run",
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning replaces the model settings with a checkpoint file's ('last' is resolved later, in
+        # _prepare_fit, and keeps the command line's): name what that drops instead of dropping it silently
+        sub = self.config.get("subcommand")
+        given = self.config[sub].get("model") if sub else None
+        given = given.as_dict() if given is not None else None
+        super()._parse_ckpt_path()
+        if given is not None:
+            _warn_changed(
+                changed_settings(self.config[sub]["model"].as_dict(), given),
+                f"--ckpt_path {self.config[sub].get('ckpt_path')}: the checkpoint's model settings replace "
+                "the ones given (checkpoint -> given)",
+            )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         captured = io.StringIO()
@@ -172,6 +196,14 @@ class RlvrCLI(LightningCLI):
             message = text.split("error: ", 1)[1] if "error: " in text else text
             raise CliError(one_line_parse_error(message.strip(), parser)) from None
         sys.stderr.write(captured.getvalue())
+
+
+def _warn_changed(changes: list[str], what: str) -> None:
+    if changes:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        rank_zero_warn(f"{what}: {shown}")
 
 
 def remove_run_dir(created: list[Path]) -> None:

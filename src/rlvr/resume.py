@@ -87,3 +87,29 @@ def _is_data(v: Any) -> bool:
 def as_settings(cls: type, value: Any) -> Any:
     """A settings dataclass from itself or from its dict (a checkpoint's plain hyper-parameters)."""
     return cls(**value) if isinstance(value, Mapping) else value
+
+
+def changed_settings(
+    saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "model."
+) -> list[str]:
+    """``"<prefix><key>: <saved> -> <current>"`` for every (nested, dotted) setting that differs between a
+    checkpoint's hyper-parameters and the ones a run is about to use; ``-`` stands for a missing key."""
+    flat_saved, flat_current = _flatten(plain(saved), prefix), _flatten(plain(current), prefix)
+    return [
+        f"{key}: {flat_saved.get(key, '-')} -> {flat_current.get(key, '-')}"
+        for key in sorted(flat_saved.keys() | flat_current.keys())
+        if flat_saved.get(key, _MISSING) != flat_current.get(key, _MISSING)
+    ]
+
+
+_MISSING = object()
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not str(k).startswith("_"):  # Lightning's _instantiator, _class_path
+                out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
