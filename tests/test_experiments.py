@@ -82,6 +82,10 @@ def test_run_lists_hold_the_designed_comparisons():
     assert runs[0].kind == "model" and all(r.init_from is None for r in runs[1:])
     _, runs, _ = resolve("reward_ablation", "tiny")
     assert [r.name for r in runs] == ["base", "format-exact", "number-soft", "length", "lcpo"]
+    # the reward sets: pure GRPO from one saved SFT base (the base itself runs none of their overrides)
+    assert runs[0].kind == "fit" and runs[0].steps == 150 and all(r.init_from == "base" for r in runs[1:])
+    assert all("--model.hybrid.start=0.0" in r.overrides for r in runs[1:])
+    assert "--model.hybrid.start=0.0" not in runs[0].overrides
 
 
 def test_bad_presets_fail_with_one_line(tmp_path):

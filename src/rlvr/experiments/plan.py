@@ -155,6 +155,23 @@ def run_steps(p: Preset, steps: int) -> int:
     return min(steps, SMOKE_STEPS) if p.options.get("smoke") else steps
 
 
+def base_run(p: Preset, task: str) -> tuple[Run, str | None]:
+    """The ``base`` row every method or reward set starts from, and the ``init_from`` of their fits.
+
+    The preset's ``base_model`` when it names one; else, with ``options.base_steps`` > 0, a short SFT run of
+    ``task`` (with ``options.base_overrides``) whose model the fits start from (the tiny model starts from
+    random weights, where GRPO has no reward to follow); else a one-step fit at lr 0: the untrained tiny model,
+    which the fits start from on their own.
+    """
+    o = p.options
+    if p.base_model:
+        return Run("base", kind="model", model=p.base_model), None
+    if o.get("base_steps", 0) > 0:
+        overrides = (*SFT_ONLY, *o.get("base_overrides", ()))
+        return Run("base", task=task, steps=run_steps(p, o["base_steps"]), overrides=overrides), "base"
+    return Run("base", task=task, steps=run_steps(p, 1), overrides=(*SFT_ONLY, "--model.lr=0.0")), None
+
+
 def task_list(p: Preset, task: str) -> list[dict[str, Any]]:
     """The ``data.tasks`` list a fit of ``task`` ends up with (task config, then the preset's configs and
     fragment; a later list replaces an earlier one), as plain dicts to edit into a run's fragment."""

@@ -1,16 +1,20 @@
 """Reward sets on GSM8K-style math: which reward components make a policy right, well-formatted and brief.
 
-Each run trains the math task config (SFT warm-up, then GRPO) with its own ``weights`` (merged over
-:data:`rlvr.domains.math.task.DEFAULT_WEIGHTS`); the SFT part is identical, so the runs differ from the
-switch on. Reported: accuracy, strict-format rate and completion length.
+Each run trains the math task config with its own ``weights`` (merged over
+:data:`rlvr.domains.math.task.DEFAULT_WEIGHTS`) from the same start (:func:`rlvr.experiments.plan.base_run`):
+the task config's schedule (SFT warm-up, then GRPO: the SFT part is identical, so the runs differ from the switch
+on), or, with ``overrides`` such as pure GRPO, the given schedule from a saved SFT base. Reported: accuracy,
+strict-format rate and completion length.
 """
 
 from __future__ import annotations
 
-from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps, task_list
+from rlvr.experiments.plan import Preset, Run, base_run, task_list
 
 BENCHMARKS = ["gsm8k", "gen_math"]  # gen_math: where the tiny model scores
-OPTIONS = {"task": "math"}
+#: task: the trained task config; base_steps / base_overrides: the tiny base's SFT steps (0 = untrained) and its
+#: own overrides; overrides: extra overrides of every reward set's run (not of the base)
+OPTIONS = {"task": "math", "base_steps": 0, "base_overrides": [], "overrides": []}
 HEATMAP = False
 #: run name -> reward weights. LCPO (L1, Aggarwal & Welleck 2025) replaces exact match by LCPO-Max: the
 #: correctness reward scaled by how close the reasoning is to the target length, at the same weight.
@@ -38,11 +42,10 @@ def with_weights(p: Preset, task: str, weights: dict[str, float]) -> dict:
 
 
 def plan(p: Preset) -> list[Run]:
-    task = p.options["task"]
-    if p.base_model:
-        runs = [Run("base", kind="model", model=p.base_model)]
-    else:
-        runs = [Run("base", task=task, steps=run_steps(p, 1), overrides=(*SFT_ONLY, "--model.lr=0.0"))]
+    o, task = p.options, p.options["task"]
+    base, init_from = base_run(p, task)
+    runs = [base]
     for name, weights in REWARD_SETS.items():
-        runs.append(Run(name, task=task, steps=p.steps, fragment=with_weights(p, task, weights)))
+        runs.append(Run(name, task=task, steps=p.steps, overrides=tuple(o["overrides"]),
+                        fragment=with_weights(p, task, weights), init_from=init_from))  # fmt: skip
     return runs

@@ -11,7 +11,7 @@ at the task config's learning rates: ``lr`` while SFT, ``hybrid.rl_lr`` once GRP
 
 from __future__ import annotations
 
-from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps
+from rlvr.experiments.plan import SFT_ONLY, Preset, Run, base_run
 
 BENCHMARKS = ["gsm8k", "math500", "gen_math"]  # gen_math: where the tiny model scores
 #: task: the trained task config; lambda: the constant hybrid weight; schedule: the scheduled hybrid's
@@ -46,14 +46,8 @@ def plan(p: Preset) -> list[Run]:
     unknown = sorted(set(o["method_overrides"]) - set(table))
     if unknown:
         raise ValueError(f"preset {p.name}: method_overrides names {unknown}; the methods are {list(table)}")
-    init_from = None
-    if p.base_model:
-        runs = [Run("base", kind="model", model=p.base_model)]
-    elif o["base_steps"] > 0:
-        runs = [Run("base", task=task, steps=run_steps(p, o["base_steps"]), overrides=(*SFT_ONLY, *o["base_overrides"]))]  # fmt: skip
-        init_from = "base"
-    else:
-        runs = [Run("base", task=task, steps=run_steps(p, 1), overrides=(*SFT_ONLY, "--model.lr=0.0"))]
+    base, init_from = base_run(p, task)
+    runs = [base]
     ent = (f"--model.loss.entropy_coef={o['entropy_coef']}",)
     for name, overrides in table.items():
         overrides = overrides + tuple(o["method_overrides"].get(name, ()))
