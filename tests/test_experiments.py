@@ -67,9 +67,19 @@ def test_run_lists_hold_the_designed_comparisons():
     assert len(benchmarks) == len(BENCHMARKS) == 10 and runs[0].kind == "fit"
     assert all(r.init_from == "base" for r in runs[1:])
     assert "--density" in runs[-1].merge_args and runs[-1].adapters == ("math", "sql", "code")
+    # the math and code adapters keep the SFT schedule the tiny table was measured with, sql has its own
+    by_name = {r.name: r for r in runs}
+    assert "--model.hybrid.sft_lr_floor=0.1" in by_name["math"].overrides
+    assert "--model.hybrid.switch_fraction=0.857" in by_name["math"].overrides
+    assert "--model.lr=2.0e-3" in by_name["code"].overrides and not any(
+        "lr" in a for a in by_name["sql"].overrides
+    )
     _, runs, _ = resolve("multitask", "qwen0.5b")
     assert runs[0].kind == "model" and runs[0].model == "Qwen/Qwen2.5-0.5B-Instruct"
-    _, runs, benchmarks = resolve("sft_rl", "tiny")
+    preset, runs, benchmarks = resolve("sft_rl", "tiny")
+    # the SFT schedule of the measured table
+    pinned = {"--model.lr=2.0e-3", "--model.hybrid.sft_lr_floor=0.1"}
+    assert pinned <= set(preset.overrides)
     names = [r.name for r in runs]
     assert benchmarks == ["gsm8k", "math500", "gen_math"]
     for method in ("rl", "sft-rl", "hybrid-const", "hybrid-sched"):

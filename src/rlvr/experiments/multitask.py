@@ -13,8 +13,9 @@ from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps
 BENCHMARKS = list(ALL_BENCHMARKS)
 TASKS = ("math", "sql", "code")
 #: base_steps: SFT steps of the tiny base; base_overrides: its own overrides; lora: adapter shape;
-#: ties_density: fraction of each task vector TIES keeps
-OPTIONS = {"base_steps": 100, "base_overrides": [], "lora": {"r": 8, "alpha": 16}, "ties_density": 0.5}
+#: ties_density: fraction of each task vector TIES keeps; task_overrides: {task: [...]} for that task's adapter run
+OPTIONS = {"base_steps": 100, "base_overrides": [], "lora": {"r": 8, "alpha": 16}, "ties_density": 0.5,
+           "task_overrides": {}}  # fmt: skip
 HEATMAP = True
 
 
@@ -27,7 +28,8 @@ def plan(p: Preset) -> list[Run]:
                    overrides=(*SFT_ONLY, "--model.lora.r=0", *o["base_overrides"]))  # fmt: skip
     lora = (f"--model.lora.r={o['lora']['r']}", f"--model.lora.alpha={o['lora']['alpha']}")
     runs = [base]
-    runs += [Run(t, task=t, steps=p.steps, init_from="base", overrides=lora) for t in TASKS]
+    runs += [Run(t, task=t, steps=p.steps, init_from="base", overrides=(*lora, *o["task_overrides"].get(t, ())))
+             for t in TASKS]  # fmt: skip
     runs.append(Run("multi", task="multi", steps=p.steps, init_from="base", overrides=lora))
     runs.append(Run("merged-linear", kind="merge", adapters=TASKS, init_from="base",
                     merge_args=("--method", "linear")))  # fmt: skip
