@@ -67,13 +67,15 @@ def test_run_lists_hold_the_designed_comparisons():
     assert len(benchmarks) == len(BENCHMARKS) == 10 and runs[0].kind == "fit"
     assert all(r.init_from == "base" for r in runs[1:])
     assert "--density" in runs[-1].merge_args and runs[-1].adapters == ("math", "sql", "code")
-    # the math and code adapters keep the SFT schedule the tiny table was measured with, sql has its own
+    # every fit keeps the SFT schedule the tiny table was measured with (the task configs have moved on)
     by_name = {r.name: r for r in runs}
-    assert "--model.hybrid.sft_lr_floor=0.1" in by_name["math"].overrides
+    for name in ("base", "math", "sql", "code", "multi"):
+        assert "--model.hybrid.sft_lr_floor=0.1" in by_name[name].overrides, name
+        assert "--model.lr=2.0e-3" in by_name[name].overrides, name
     assert "--model.hybrid.switch_fraction=0.857" in by_name["math"].overrides
-    assert "--model.lr=2.0e-3" in by_name["code"].overrides and not any(
-        "lr" in a for a in by_name["sql"].overrides
-    )
+    assert "--model.hybrid.rl_lr=1.0e-5" in by_name["multi"].overrides
+    # sql.yaml trains on 200 databases now; the table's sql adapter saw the SqlTask default (24)
+    assert any(a.startswith("--data.tasks=") and "num_databases" not in a for a in by_name["sql"].overrides)
     _, runs, _ = resolve("multitask", "qwen0.5b")
     assert runs[0].kind == "model" and runs[0].model == "Qwen/Qwen2.5-0.5B-Instruct"
     preset, runs, benchmarks = resolve("sft_rl", "tiny")

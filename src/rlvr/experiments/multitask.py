@@ -13,7 +13,7 @@ from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps
 BENCHMARKS = list(ALL_BENCHMARKS)
 TASKS = ("math", "sql", "code")
 #: base_steps: SFT steps of the tiny base; base_overrides: its own overrides; lora: adapter shape;
-#: ties_density: fraction of each task vector TIES keeps; task_overrides: {task: [...]} for that task's adapter run
+#: ties_density: fraction of each task vector TIES keeps; task_overrides: {task: [...]} for that task's (or the joint "multi") adapter run
 OPTIONS = {"base_steps": 100, "base_overrides": [], "lora": {"r": 8, "alpha": 16}, "ties_density": 0.5,
            "task_overrides": {}}  # fmt: skip
 HEATMAP = True
@@ -30,7 +30,8 @@ def plan(p: Preset) -> list[Run]:
     runs = [base]
     runs += [Run(t, task=t, steps=p.steps, init_from="base", overrides=(*lora, *o["task_overrides"].get(t, ())))
              for t in TASKS]  # fmt: skip
-    runs.append(Run("multi", task="multi", steps=p.steps, init_from="base", overrides=lora))
+    runs.append(Run("multi", task="multi", steps=p.steps, init_from="base",
+                    overrides=(*lora, *o["task_overrides"].get("multi", ()))))  # fmt: skip
     runs.append(Run("merged-linear", kind="merge", adapters=TASKS, init_from="base",
                     merge_args=("--method", "linear")))  # fmt: skip
     runs.append(Run("merged-ties", kind="merge", adapters=TASKS, init_from="base",
