@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rlvr.cli import build_cli, main
 from rlvr.eval.benchmarks import BENCHMARKS, parse_names
@@ -79,23 +80,28 @@ def test_run_lists_hold_the_designed_comparisons():
     _, runs, _ = resolve("multitask", "qwen0.5b")
     assert runs[0].kind == "model" and runs[0].model == "Qwen/Qwen2.5-0.5B-Instruct"
     preset, runs, benchmarks = resolve("sft_rl", "tiny")
-    # the SFT schedule of the measured table
-    pinned = {"--model.lr=2.0e-3", "--model.hybrid.sft_lr_floor=0.1"}
-    assert pinned <= set(preset.overrides)
+    # the base trains at math.yaml's SFT schedule (no pinned older one)
+    assert not any(a.startswith(("--model.lr=", "--model.hybrid.sft_lr_floor=")) for a in preset.overrides)
     names = [r.name for r in runs]
     assert benchmarks == ["gsm8k", "math500", "gen_math"]
     for method in ("rl", "sft-rl", "hybrid-const", "hybrid-sched"):
         assert {method, f"{method}+ent"} <= set(names)
     assert "sft" in names and "sft+ent" not in names
     # the tiny methods all start from one saved SFT base, each stage at its own lr
-    assert runs[0].kind == "fit" and runs[0].steps == 150 and all(r.init_from == "base" for r in runs[1:])
-    assert "--model.hybrid.rl_lr=3.0e-4" in {r.name: r for r in runs}["hybrid-const+ent"].overrides
+    assert runs[0].kind == "fit" and runs[0].steps == 300 and all(r.init_from == "base" for r in runs[1:])
+    # every stage of every method at one lr: the SFT ones at math.yaml's rl_lr, which the GRPO ones keep
+    by_name = {r.name: r for r in runs}
+    for name in ("sft", "sft-rl", "sft-rl+ent", "hybrid-sched", "hybrid-sched+ent"):
+        assert "--model.lr=3.0e-5" in by_name[name].overrides, name
+    assert not any("rl_lr" in a for r in runs for a in r.overrides)
+    math_yaml = yaml.safe_load((Path(__file__).parents[1] / "configs/task/math.yaml").read_text())
+    assert float(math_yaml["model"]["hybrid"]["rl_lr"]) == 3.0e-5
     _, runs, _ = resolve("sft_rl", "qwen0.5b")
     assert runs[0].kind == "model" and all(r.init_from is None for r in runs[1:])
     _, runs, _ = resolve("reward_ablation", "tiny")
     assert [r.name for r in runs] == ["base", "format-exact", "number-soft", "length", "lcpo"]
     # the reward sets: pure GRPO from one saved SFT base (the base itself runs none of their overrides)
-    assert runs[0].kind == "fit" and runs[0].steps == 150 and all(r.init_from == "base" for r in runs[1:])
+    assert runs[0].kind == "fit" and runs[0].steps == 300 and all(r.init_from == "base" for r in runs[1:])
     assert all("--model.hybrid.start=0.0" in r.overrides for r in runs[1:])
     assert "--model.hybrid.start=0.0" not in runs[0].overrides
 
