@@ -74,7 +74,9 @@ def test_run_lists_hold_the_designed_comparisons():
         assert "--model.hybrid.sft_lr_floor=0.1" in by_name[name].overrides, name
         assert "--model.lr=2.0e-3" in by_name[name].overrides, name
     assert "--model.hybrid.switch_fraction=0.857" in by_name["math"].overrides
-    assert "--model.hybrid.rl_lr=1.0e-5" in by_name["multi"].overrides
+    assert {"--model.hybrid.rl_lr=1.0e-5", "--model.hybrid.switch_fraction=0.889"} <= set(
+        by_name["multi"].overrides
+    )
     # sql.yaml trains on 200 databases now; the table's sql adapter saw the SqlTask default (24)
     assert any(a.startswith("--data.tasks=") and "num_databases" not in a for a in by_name["sql"].overrides)
     _, runs, _ = resolve("multitask", "qwen0.5b")

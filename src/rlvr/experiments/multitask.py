@@ -13,7 +13,8 @@ from rlvr.experiments.plan import SFT_ONLY, Preset, Run, run_steps
 BENCHMARKS = list(ALL_BENCHMARKS)
 TASKS = ("math", "sql", "code")
 #: base_steps: SFT steps of the tiny base; base_overrides: its own overrides; lora: adapter shape;
-#: ties_density: fraction of each task vector TIES keeps; task_overrides: {task: [...]} for that task's (or the joint "multi") adapter run
+#: ties_density: fraction of each task vector TIES keeps; task_overrides: {task: [...]} for that task's adapter run
+#: ("multi": the joint one)
 OPTIONS = {"base_steps": 100, "base_overrides": [], "lora": {"r": 8, "alpha": 16}, "ties_density": 0.5,
            "task_overrides": {}}  # fmt: skip
 HEATMAP = True
