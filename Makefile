@@ -68,7 +68,7 @@ test: $(STAMP) ## fast test suite (offline, CPU)
 test-slow: $(STAMP) ## slow tests: the learning check, full benchmarks
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
 
-test-learning: $(STAMP) ## the learning checks: every default run (math, sql, code, multi): SFT >= 20%, RL keeps it (~40 min)
+test-learning: $(STAMP) ## the learning checks: every default run (math, sql, code, multi): SFT >= 20%, RL keeps it (~35 min)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -s -m slow tests/test_learning.py
 
 test-trainer: $(STAMP) ## slow trainer checks: kill -9 and resume equals the uninterrupted run, 2-process DDP
