@@ -96,7 +96,7 @@ def test_run_lists_hold_the_designed_comparisons():
     for name in ("sft", "sft-rl", "sft-rl+ent", "hybrid-sched", "hybrid-sched+ent"):
         assert "--model.lr=3.0e-5" in by_name[name].overrides, name
     assert not any("rl_lr" in a for r in runs for a in r.overrides)
-    math_yaml = yaml.safe_load((Path(__file__).parents[1] / "configs/task/math.yaml").read_text())
+    math_yaml = yaml.safe_load((CONFIGS / "task" / "math.yaml").read_text())
     assert float(math_yaml["model"]["hybrid"]["rl_lr"]) == 3.0e-5
     _, runs, _ = resolve("sft_rl", "qwen0.5b")
     assert runs[0].kind == "model" and all(r.init_from is None for r in runs[1:])
