@@ -15,7 +15,8 @@ import pytest
 from rlvr.domains.base import DataError, Task
 from rlvr.domains.format import format_answer
 from rlvr.domains.sql import verify as v
-from rlvr.domains.sql.generator import TEMPLATES, make_database, write_database
+from rlvr.domains.sql.databases import make_database, write_database
+from rlvr.domains.sql.generator import TEMPLATES
 from rlvr.domains.sql.task import SQL_WEIGHTS, SqlTask, schema_text
 
 FAST = 0.3  # timeout_s for hostile queries: each must come back well within a second

@@ -1,7 +1,7 @@
 """Text-to-SQL task: questions over SQLite databases, rewarded by executing the answer query.
 
 Sources: ``"generated"`` (offline default; seeded small databases and template questions, see
-:mod:`rlvr.domains.sql.generator`) or ``"spider"`` (a local Spider directory). The prompt shows the database schema
+:mod:`rlvr.domains.sql.databases` and :mod:`rlvr.domains.sql.generator`) or ``"spider"`` (a local Spider directory). The prompt shows the database schema
 as its CREATE TABLE statements and asks for one query in a ```sql block inside the answer tags; the
 verifier is :func:`rlvr.domains.sql.verify.score_sql`.
 """
@@ -21,7 +21,8 @@ from typing import Any
 from rlvr.domains.base import DataError, Example, Judgement, merge_weights, spread
 from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT, format_answer
 from rlvr.domains.sources import cache_root, read_json_records, require_fields
-from rlvr.domains.sql.generator import fill, make_database, make_question, settings_hash, write_database
+from rlvr.domains.sql.databases import fill, make_database, settings_hash, write_database
+from rlvr.domains.sql.generator import make_question
 from rlvr.domains.sql.verify import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, SQL_COMPONENTS, judge_sql
 
 log = logging.getLogger(__name__)
