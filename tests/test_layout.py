@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "rlvr"
 #: files allowed past 400 lines, and why (never past 600)
 LONG_FILES = {
-    "domains/sql/verify.py": "executor, authorizer, result comparison and gold cache share one connection model",
     "domains/math/verify.py": "extraction, risk screens and the math-verify deadline belong together",
     "module.py": "the LightningModule's typed constructor is its documented config (LightningCLI reads it)",
     "sandbox/worker.py": "a stdlib-only script run by path: the zygote's fork, supervise and reap loop in one file",

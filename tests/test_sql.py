@@ -16,6 +16,7 @@ from rlvr.domains.base import DataError, Task
 from rlvr.domains.format import format_answer
 from rlvr.domains.sql import verify as v
 from rlvr.domains.sql.databases import make_database, write_database
+from rlvr.domains.sql.execute import execute_sql
 from rlvr.domains.sql.generator import TEMPLATES
 from rlvr.domains.sql.task import SQL_WEIGHTS, SqlTask, schema_text
 
@@ -82,7 +83,7 @@ def test_hostile_queries_get_a_clean_verdict_fast_and_leave_the_database_alone(d
     files = set(db.parent.iterdir())
     start = time.perf_counter()
     # a row cap of 1,000 (not the default 10,000) is reached well inside FAST even on a busy machine
-    result = v.execute_sql(db, query.format(tmp=db.parent), timeout_s=FAST, max_rows=1_000)
+    result = execute_sql(db, query.format(tmp=db.parent), timeout_s=FAST, max_rows=1_000)
     assert time.perf_counter() - start < FAST + 1.0
     assert (result.error, result.rows) == (kind, ()), result.message
     assert _sha(db) == before
@@ -90,33 +91,33 @@ def test_hostile_queries_get_a_clean_verdict_fast_and_leave_the_database_alone(d
 
 
 def test_queries_run_and_trailing_semicolons_and_comments_are_fine(db):
-    assert v.execute_sql(db, "SELECT k, name FROM u ORDER BY k;").rows == (
+    assert execute_sql(db, "SELECT k, name FROM u ORDER BY k;").rows == (
         (1, "x"),
         (2, "y"),
         (2, "y"),
         (3, None),
     )
-    assert v.execute_sql(db, "-- count\nSELECT count(*) FROM t; -- done").rows == ((2000,),)
-    assert v.execute_sql(db, "SELECT k FROM u WHERE k > 5").rows == ()  # empty is a result, not an error
-    assert v.execute_sql(
+    assert execute_sql(db, "-- count\nSELECT count(*) FROM t; -- done").rows == ((2000,),)
+    assert execute_sql(db, "SELECT k FROM u WHERE k > 5").rows == ()  # empty is a result, not an error
+    assert execute_sql(
         db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 3) SELECT sum(x) FROM c"
     ).ok
 
 
 def test_missing_database_is_a_verdict_not_an_exception(tmp_path):
-    result = v.execute_sql(tmp_path / "absent.sqlite", "SELECT 1")
+    result = execute_sql(tmp_path / "absent.sqlite", "SELECT 1")
     assert result.error == "no_database"
     assert not (tmp_path / "absent.sqlite").exists()  # mode=ro never creates the file
 
 
 def test_row_cap_is_exact(db):
-    assert v.execute_sql(db, "SELECT id FROM t LIMIT 10", max_rows=10).ok
-    assert v.execute_sql(db, "SELECT id FROM t LIMIT 11", max_rows=10).error == "too_many_rows"
+    assert execute_sql(db, "SELECT id FROM t LIMIT 10", max_rows=10).ok
+    assert execute_sql(db, "SELECT id FROM t LIMIT 11", max_rows=10).error == "too_many_rows"
 
 
 def test_connection_is_reusable_after_an_aborted_query(db):
-    assert v.execute_sql(db, "SELECT count(*) FROM t a, t b, t c", timeout_s=0.1).error == "timeout"
-    assert v.execute_sql(db, "SELECT count(*) FROM u").rows == ((4,),)
+    assert execute_sql(db, "SELECT count(*) FROM t a, t b, t c", timeout_s=0.1).error == "timeout"
+    assert execute_sql(db, "SELECT count(*) FROM u").rows == ((4,),)
 
 
 def test_worker_threads_score_concurrently(db):
@@ -278,7 +279,7 @@ def test_every_generated_gold_query_executes_non_empty_and_its_solution_scores_f
         assert len(examples) == n
         for ex in examples:
             json.dumps(ex.reference)  # references travel through workers and logs
-            result = v.execute_sql(ex.reference["db_path"], ex.reference["gold_sql"])
+            result = execute_sql(ex.reference["db_path"], ex.reference["gold_sql"])
             assert result.ok and result.rows, (ex.uid, ex.reference)
             assert task.score(ex.solution, ex.reference) == dict.fromkeys(v.SQL_COMPONENTS, 1.0)
             assert ex.messages[0]["role"] == "system" and "CREATE TABLE" in ex.messages[-1]["content"]
