@@ -19,7 +19,6 @@ SRC = REPO / "src" / "rlvr"
 LONG_FILES = {
     "domains/math/verify.py": "extraction, risk screens and the math-verify deadline belong together",
     "module.py": "the LightningModule's typed constructor is its documented config (LightningCLI reads it)",
-    "sandbox/worker.py": "a stdlib-only script run by path: the zygote's fork, supervise and reap loop in one file",
 }
 
 

@@ -328,3 +328,34 @@ def load_seccomp(bpf: bytes) -> None:
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = struct.pack("HxxxxxxP", len(bpf) // 8, ctypes.addressof(buf))  # struct sock_fprog {u16 len; ptr}
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_char_p(prog), 0, 0), "prctl(SECCOMP)")
+
+
+def usable_seccomp_program() -> bytes | None:
+    """The programs' compiled seccomp filter, built once here (before isolation: libseccomp is found through
+    /etc/ld.so.cache) and tried in a throwaway child; ``None`` where it cannot be installed."""
+    try:
+        bpf = seccomp_program()
+    except Exception:
+        return None
+    if bpf is None:
+        return None
+    pid = os.fork()
+    if pid == 0:
+        try:
+            set_no_new_privs()
+            load_seccomp(bpf)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return bpf if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 else None
+
+
+def join_cgroups(procs: list[str]) -> bool:
+    """Enter the slot's cgroups before anything is forked, so every process of every program is counted."""
+    try:
+        for p in procs:
+            with open(p, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError:
+        return False
+    return bool(procs)

@@ -5,7 +5,7 @@ namespace first when not root, then network, mount and pid namespaces), makes ev
 private ``/tmp`` and ``/dev/shm`` tmpfs, pre-imports common modules and becomes a *zygote*: for each program it
 forks a fresh child (a fork, not an interpreter start-up) that drops privileges, applies rlimits and runs the
 program in a fresh temp dir. The zygote captures output, enforces the wall timeout, kills every process the
-program left behind and answers.
+program left behind (``supervise.py``) and answers.
 
 Protocol on stdin/stdout, both ways: 4-byte big-endian length + UTF-8 JSON. The first message from the worker
 is the handshake ``{"isolation": {...}, "warnings": [...]}``; then one request
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import resource
-import select
 import shutil
 import signal
 import struct
@@ -47,10 +46,10 @@ def _load(file: str, name: str) -> types.ModuleType:
 
 
 isolation = _load("isolation.py", "sandbox_isolation")
+supervise = _load("supervise.py", "sandbox_supervise")
 # the runtime of paired programs, compiled once here and importable by every program as `rlvr_paired`
 sys.modules["rlvr_paired"] = _load("paired.py", "rlvr_paired")
 SETUP_FAILED = 121  # exit code of a child that could not isolate itself; it never runs the program
-MAX_READ_BYTES = 16 << 20  # a program printing more than this is killed (it would only burn CPU)
 
 
 # ---------------------------------------------------------------- the child: runs one program
@@ -148,138 +147,6 @@ def _run_child(
 # ---------------------------------------------------------------- the zygote: one program at a time
 
 
-class _Capture:
-    """Keeps the head and the tail of a stream (the harness reports last, so the tail matters)."""
-
-    def __init__(self, cap: int) -> None:
-        self.head_cap, self.tail_cap = cap // 2, cap - cap // 2
-        self.head, self.tail, self.total = bytearray(), bytearray(), 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_cap - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        self.tail += data
-        if len(self.tail) > 2 * self.tail_cap:  # trim rarely: amortised O(1) per byte
-            del self.tail[: len(self.tail) - self.tail_cap]
-
-    def text(self) -> tuple[str, bool]:
-        if self.total <= self.head_cap + self.tail_cap:
-            return (self.head + self.tail).decode("utf-8", "replace"), False
-        skipped = self.total - len(self.head) - self.tail_cap
-        mid = f"\n...[{skipped} bytes truncated]...\n".encode()
-        return (self.head + mid + self.tail[-self.tail_cap :]).decode("utf-8", "replace"), True
-
-
-def _kill_leftovers(pid: int, ctx: dict) -> None:
-    """Kill the program's process group and anything that escaped it (setsid, double fork)."""
-    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            kill()
-        except OSError:
-            pass
-    if os.getpid() == 1:  # init of our own pid namespace: -1 means every other process in it
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except OSError:
-            pass
-    elif ctx["iso"]["uid_drop"]:  # no pid namespace: kill everything running as the program's uid
-        helper = os.fork()
-        if helper == 0:
-            try:
-                os.setresuid(ctx["run_uid"], ctx["run_uid"], ctx["run_uid"])
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        os.waitpid(helper, 0)
-
-
-def _reap(pids: list[int]) -> list[tuple[int, float]]:
-    """Wait for the programs (and, as pid 1, for every orphan); returns their (wait status, CPU seconds)."""
-    statuses = []
-    for pid in pids:
-        _, status, usage = os.wait4(pid, 0)
-        statuses.append((status, usage.ru_utime + usage.ru_stime))
-    if os.getpid() == 1:
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-    return statuses
-
-
-def _cpu_seconds(path: str | None) -> float | None:
-    """CPU time of every process in the slot's cgroup so far (cgroup v1 cpuacct.usage or v2 cpu.stat)."""
-    if not path:
-        return None
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None
-    if path.endswith("cpuacct.usage"):
-        return int(text) / 1e9
-    usage = next((line.split()[1] for line in text.splitlines() if line.startswith("usage_usec")), None)
-    return int(usage) / 1e6 if usage is not None else None
-
-
-def _pump(pid: int, pipes: dict[int, _Capture], deadline: float, cpu: tuple[str, float] | None = None) -> str:
-    """Read the program's output until it exits; returns ``""``, ``"wall"``, ``"output"`` or ``"cpu"`` (why
-    killed). ``cpu`` = (usage file, limit in CPU seconds): the whole program's CPU budget, polled."""
-    cpu_start = _cpu_seconds(cpu[0]) if cpu else None
-    try:
-        pidfd: int | None = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # Linux < 5.3: poll the child's state every 5 ms instead
-        pidfd = None
-    poller = select.poll()
-    if pidfd is not None:
-        poller.register(pidfd, select.POLLIN)
-    for fd in pipes:
-        poller.register(fd, select.POLLIN)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "wall"
-            wait_ms = max(1, int(left * 1000)) if pidfd is not None else min(5, max(1, int(left * 1000)))
-            if cpu_start is not None:
-                wait_ms = min(wait_ms, 20)
-                used = _cpu_seconds(cpu[0])
-                if used is not None and used - cpu_start > cpu[1]:
-                    return "cpu"
-            exited = False
-            for fd, _ in poller.poll(wait_ms):
-                if fd == pidfd:
-                    exited = True
-                elif data := os.read(fd, 1 << 16):
-                    pipes[fd].add(data)
-                else:
-                    poller.unregister(fd)
-            if sum(c.total for c in pipes.values()) > MAX_READ_BYTES:
-                return "output"
-            if pidfd is None:  # WNOWAIT: leave the child to be reaped by _reap
-                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-            if exited:
-                return ""
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
-def _drain(pipes: dict[int, _Capture]) -> None:
-    """Read what is left in the pipes once every writer is dead (or stop at the read cap)."""
-    for fd, cap in pipes.items():
-        os.set_blocking(fd, False)
-        try:
-            while cap.total <= MAX_READ_BYTES and (data := os.read(fd, 1 << 16)):
-                cap.add(data)
-        except BlockingIOError:
-            pass
-
-
 def _clean_up(dirs: list[str], ctx: dict) -> None:
     """After a program: fresh tmpfs mounts (O(1), see :func:`isolation.fresh_tmpfs`), or without a private
     tmpfs, remove its directories. Any failure retires this worker (``ctx["retire"]``): the pool replaces
@@ -324,7 +191,10 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         own_fds += [out_w, err_w]
-        pipes = {out_r: _Capture(lim["max_output_bytes"]), err_r: _Capture(lim["max_output_bytes"])}
+        pipes = {
+            out_r: supervise.Capture(lim["max_output_bytes"]),
+            err_r: supervise.Capture(lim["max_output_bytes"]),
+        }
         start = time.monotonic()
         if fetch_tester is None:
             pids.append(_fork_child(source, dirs[0], out_w, err_w, ctx, lim))
@@ -345,18 +215,20 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
         wall = lim["timeout_s"] * lim["wall_factor"] + lim["wall_extra_s"]
         # the whole program's CPU budget (its forks, and in paired mode candidate and tester together)
         budget = lim["timeout_s"] * len(pids) + 0.5
-        killed = _pump(pids[0], pipes, start + wall, (ctx["cpu_usage"], budget) if ctx["cpu_usage"] else None)
+        killed = supervise.pump(
+            pids[0], pipes, start + wall, (ctx["cpu_usage"], budget) if ctx["cpu_usage"] else None
+        )
         duration = time.monotonic() - start
         for pid in pids:
-            _kill_leftovers(pid, ctx)
-        reaped = _reap(pids)
+            supervise.kill_leftovers(pid, ctx)
+        reaped = supervise.reap(pids)
         pids = []
-        _drain(pipes)
+        supervise.drain(pipes)
     finally:
         if pids:  # failed half-way (e.g. no tester came): nothing forked may outlive this call
             for pid in pids:
-                _kill_leftovers(pid, ctx)
-            _reap(pids)
+                supervise.kill_leftovers(pid, ctx)
+            supervise.reap(pids)
         for fd in [*pipes, *own_fds]:
             os.close(fd)
         _clean_up(dirs, ctx)
@@ -378,7 +250,7 @@ def run_one(source: str, lim: dict, ctx: dict, fetch_tester=None) -> dict:
             f"wall time limit ({wall:g} s, a backstop to the {cpu_limit} s CPU limit)",
         )
     elif killed == "output":
-        verdict, reason = "failed", f"output limit ({MAX_READ_BYTES} bytes)"
+        verdict, reason = "failed", f"output limit ({supervise.MAX_READ_BYTES} bytes)"
     elif code == SETUP_FAILED and stderr.startswith("sandbox setup failed"):
         verdict, reason = "error", stderr.strip()
     elif code == 0:
@@ -434,41 +306,10 @@ def _warm_up() -> None:
     io.TextIOWrapper(io.FileIO(null, "w", closefd=True), encoding="utf-8", errors="backslashreplace").close()
 
 
-def _seccomp_program() -> bytes | None:
-    """The programs' compiled seccomp filter, built once here (before isolation: libseccomp is found through
-    /etc/ld.so.cache) and tried in a throwaway child; ``None`` where it cannot be installed."""
-    try:
-        bpf = isolation.seccomp_program()
-    except Exception:
-        return None
-    if bpf is None:
-        return None
-    pid = os.fork()
-    if pid == 0:
-        try:
-            isolation.set_no_new_privs()
-            isolation.load_seccomp(bpf)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    return bpf if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 else None
-
-
-def _join_cgroups(procs: list[str]) -> bool:
-    """Enter the slot's cgroups before anything is forked, so every process of every program is counted."""
-    try:
-        for p in procs:
-            with open(p, "w") as f:
-                f.write(str(os.getpid()))
-    except OSError:
-        return False
-    return bool(procs)
-
-
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    in_cgroup = _join_cgroups(cfg.get("cgroup_procs") or [])
-    seccomp = _seccomp_program()
+    in_cgroup = isolation.join_cgroups(cfg.get("cgroup_procs") or [])
+    seccomp = isolation.usable_seccomp_program()
     iso, warnings = isolation.isolate(cfg)
     # Non-dumpable (inherited by every child): no program can open another's /proc/<pid>/{mem,fd,environ},
     # nor the zygote's, where a tester's program passes through (paired mode).
