@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from rlvr.domains.base import DataError, Example
 from rlvr.eval.multiple_choice import ChoiceQuestion
-from rlvr.eval.store import SampleResult
+from rlvr.eval.store import CATEGORIES, SampleResult
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,13 @@ class Verdict:
     correct: float
     category: str
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(
+                f"verdict category {self.category!r} is not one of {CATEGORIES}: map the verifier's verdict "
+                "to a category (e.g. rlvr.domains.sql.verify.category_of)"
+            )
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,11 @@ from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, mean
 from rlvr.eval.store import SampleResult
 
 
-def task_benchmark(name: str, make_task: Callable[[], Any], max_new_tokens: int) -> Benchmark:
-    """``make_task()``'s ``val`` split as a generate benchmark named ``name``, judged by the task itself."""
+def task_benchmark(
+    name: str, make_task: Callable[[], Any], max_new_tokens: int, category_of: Callable[[str], str]
+) -> Benchmark:
+    """``make_task()``'s ``val`` split as a generate benchmark named ``name``, judged by the task itself;
+    ``category_of`` maps the task's verdicts to outcome categories (:data:`rlvr.eval.store.CATEGORIES`)."""
     task_of = cache(make_task)  # one task (and one set of generated databases) per process
 
     def load(data_root: Path | None) -> Loaded:  # generated: nothing to read
@@ -31,7 +34,11 @@ def task_benchmark(name: str, make_task: Callable[[], Any], max_new_tokens: int)
         task = task_of()
         judged = judge_all(task, completions, [it.example.reference for it in items])
         return [
-            Verdict(float(float(j.components.get(task.accuracy_component, 0.0)) >= 1.0), j.verdict, j.detail)
+            Verdict(
+                float(float(j.components.get(task.accuracy_component, 0.0)) >= 1.0),
+                category_of(j.verdict),
+                {**(j.detail or {}), "verdict": j.verdict},
+            )
             for j in judged
         ]
 
@@ -61,6 +68,22 @@ def _code() -> Any:
     return CodeTask(source="generated", difficulty=3)
 
 
-GEN_MATH = task_benchmark("gen_math", _math, max_new_tokens=64)
-GEN_SQL = task_benchmark("gen_sql", _sql, max_new_tokens=128)
-GEN_CODE = task_benchmark("gen_code", _code, max_new_tokens=128)
+def _math_category(verdict: str) -> str:
+    return verdict  # math's verdicts are outcome categories already
+
+
+def _sql_category(verdict: str) -> str:
+    from rlvr.domains.sql.verify import category_of
+
+    return category_of(verdict)
+
+
+def _code_category(verdict: str) -> str:
+    from rlvr.domains.code.verify import category_of
+
+    return category_of(verdict)
+
+
+GEN_MATH = task_benchmark("gen_math", _math, max_new_tokens=64, category_of=_math_category)
+GEN_SQL = task_benchmark("gen_sql", _sql, max_new_tokens=128, category_of=_sql_category)
+GEN_CODE = task_benchmark("gen_code", _code, max_new_tokens=128, category_of=_code_category)

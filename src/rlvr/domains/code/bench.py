@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rlvr.domains.code.task import MBPP_HUB_ID, humaneval_example, humaneval_path, load_mbpp, mbpp_example
-from rlvr.domains.code.verify import CATEGORY_OF_VERDICT, extract_code, judge_code_batch
+from rlvr.domains.code.verify import category_of, extract_code, judge_code_batch
 from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT
 from rlvr.domains.sources import read_json_records
 from rlvr.eval.passk import ks_for, mean_pass_at_k
@@ -44,7 +44,7 @@ def judge(completions: Sequence[str], items: Sequence[GenItem]) -> list[Verdict]
         detail = {"verdict": j.verdict, "tests_passed": j.detail["tests_passed"], "tests": j.detail["tests"]}
         if j.error:
             detail["message"] = j.error[:200]
-        out.append(Verdict(j.components["all_tests_pass"], CATEGORY_OF_VERDICT[j.verdict], detail))
+        out.append(Verdict(j.components["all_tests_pass"], category_of(j.verdict), detail))
     return out
 
 

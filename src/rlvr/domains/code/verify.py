@@ -44,6 +44,13 @@ CATEGORY_OF_VERDICT = {
     CORRECT: "correct", "wrong_answer": "wrong_answer", "no_code": "no_answer", "syntax_error": "syntax_error",
     "runtime_error": "runtime_error", "timeout": "timeout", "sandbox_error": "runtime_error",
 }  # fmt: skip
+
+
+def category_of(verdict: str) -> str:
+    """The outcome category of a :func:`judge_code_batch` verdict."""
+    return CATEGORY_OF_VERDICT[verdict]
+
+
 MAX_CODE_CHARS = 100_000  # longer "code" is not a solution; compiling it would only cost the trainer time
 
 

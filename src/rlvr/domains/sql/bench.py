@@ -13,7 +13,7 @@ from pathlib import Path
 from rlvr.domains.base import DataError, Example
 from rlvr.domains.format import DEFAULT_SYSTEM_PROMPT
 from rlvr.domains.sql.task import build_messages, load_spider, schema_text
-from rlvr.domains.sql.verify import CATEGORY_OF_VERDICT, extract_sql, judge_sql
+from rlvr.domains.sql.verify import category_of, extract_sql, judge_sql
 from rlvr.eval.spec import Benchmark, GenItem, Loaded, Verdict, local_file, mean
 from rlvr.eval.store import SampleResult
 
@@ -50,7 +50,7 @@ def judge(completions: Sequence[str], items: Sequence[GenItem]) -> list[Verdict]
     out = []
     for text, item in zip(completions, items):
         j = judge_sql(text, item.example.reference)
-        category = CATEGORY_OF_VERDICT.get(j.verdict, "sql_error")  # schema/runtime/denied/too_many_rows...
+        category = category_of(j.verdict)
         detail = {"verdict": j.verdict, "sql": j.detail.get("sql"), "db_id": item.example.meta.get("db_id")}
         if j.error:
             detail["message"] = j.error[:200]

@@ -43,6 +43,13 @@ CATEGORY_OF_VERDICT = {
     CORRECT: "correct", "wrong_result": "wrong_answer", "no_sql": "no_answer", "syntax_error": "syntax_error",
     "timeout": "timeout",
 }  # fmt: skip
+
+
+def category_of(verdict: str) -> str:
+    """The outcome category of a :func:`judge_sql` verdict (schema, runtime, denied... are ``sql_error``)."""
+    return CATEGORY_OF_VERDICT.get(verdict, "sql_error")
+
+
 _VERDICT_OF_ERROR = {
     "empty": "no_sql",
     "syntax": "syntax_error",
