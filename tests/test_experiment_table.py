@@ -42,7 +42,9 @@ def test_multitask_tiny_table_reproduces(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert main(["experiment", "--exp", "multitask", "--preset", str(path), "--out", str(out)]) == 0
     with open(out / "table.csv") as f:
-        table = {row["run"]: tuple(float(row[f"{b}/accuracy"]) for b in BENCHMARKS) for row in csv.DictReader(f)}
+        table = {
+            row["run"]: tuple(float(row[f"{b}/accuracy"]) for b in BENCHMARKS) for row in csv.DictReader(f)
+        }
     print("\nmultitask tiny (gen_math, gen_sql, gen_code):")
     for run, values in table.items():
         print(f"  {run:14s} {values}  README {README_TABLE.get(run)}")
@@ -55,9 +57,12 @@ def test_multitask_tiny_table_reproduces(tmp_path, monkeypatch):
     }
     assert not off, f"measured vs README beyond ±{TOLERANCE}: {off}"
     # the README's reading of the table, asserted on the measured numbers
-    base, math_ad, sql_ad, code_ad, joint, linear = (table[r][0] for r in
-                                                     ("base", "math", "sql", "code", "multi", "merged-linear"))
+    base, math_ad, sql_ad, code_ad, joint, linear = (
+        table[r][0] for r in ("base", "math", "sql", "code", "multi", "merged-linear")
+    )
     assert math_ad - base >= 0.3, "the math adapter specialises: +30 points or more on gen_math"
     assert sql_ad < base and code_ad < base, "the SQL and code adapters cost gen_math"
-    assert base < linear < math_ad and base < joint < math_ad, "joint and merged sit between base and specialist"
+    assert base < linear < math_ad and base < joint < math_ad, (
+        "joint and merged sit between base and specialist"
+    )
     assert Path(out / "delta_heatmap.png").is_file() and Path(out / "errors_shift.md").is_file()
