@@ -69,7 +69,7 @@ def _defaults():
     return dict(DEFAULT_WEIGHTS)
 
 
-def test_run_lists_hold_the_designed_comparisons():
+def test_run_lists_hold_the_designed_comparisons(tmp_path):
     _, runs, benchmarks = resolve("multitask", "tiny")
     assert [r.name for r in runs] == ["base", "math", "sql", "code", "multi", "merged-linear", "merged-ties"]
     # the tiny base is trained (SFT) and saved first
@@ -81,6 +81,21 @@ def test_run_lists_hold_the_designed_comparisons():
     assert set(runs[0].overrides) == {*SFT_ONLY, "--model.lora.r=0"}
     for run in runs[1:5]:  # the adapters: LoRA on the base, nothing else
         assert run.overrides == ("--model.lora.r=8", "--model.lora.alpha=16"), run.name
+    # a preset's task_overrides reach that task's adapter run only ("multi": the joint one)
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump({"steps": 5, "options": {"base_overrides": ["--model.lr=1.0e-3"],
+                                      "task_overrides": {"sql": ["--model.lr=2.0e-3"], "multi": ["--seed_everything=3"]}}}))  # fmt: skip
+    by_name = {r.name: r for r in resolve("multitask", str(custom))[1]}
+    assert by_name["base"].overrides[-1] == "--model.lr=1.0e-3"
+    assert (
+        by_name["sql"].overrides[-1] == "--model.lr=2.0e-3"
+        and by_name["multi"].overrides[-1] == "--seed_everything=3"
+    )
+    assert (
+        by_name["math"].overrides
+        == by_name["code"].overrides
+        == ("--model.lora.r=8", "--model.lora.alpha=16")
+    )
     _, runs, _ = resolve("multitask", "qwen0.5b")
     assert runs[0].kind == "model" and runs[0].model == "Qwen/Qwen2.5-0.5B-Instruct"
     preset, runs, benchmarks = resolve("sft_rl", "tiny")
