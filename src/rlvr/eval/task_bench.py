@@ -37,7 +37,7 @@ def task_benchmark(
             Verdict(
                 float(float(j.components.get(task.accuracy_component, 0.0)) >= 1.0),
                 category_of(j.verdict),
-                {**(j.detail or {}), "verdict": j.verdict},
+                {**j.detail, "verdict": j.verdict},
             )
             for j in judged
         ]
