@@ -7,7 +7,7 @@ held-out problems for math, 100 prompts per task otherwise) from the untrained m
 stage after it, trained on nothing but the verifier's reward, must not lose validation accuracy beyond the slack
 (4 prompts of 200, 4 of 100: about one standard error; 6 of 100 for each task of the multi run). For the math default the correctness reward must also rise
 over the RL steps; for the others it is printed, not asserted (measured flat to falling: see the README's "What the
-default run learns"). The math and code defaults gain 10+ points over their RL stage, but a control run shows the
+default run learns"). The math and code defaults gain 10+ points over their RL stage, but control runs show the
 gain is the learning-rate drop at the switch (continued SFT at the RL lr gains more), so it is not asserted as RL's.
 """
 
