@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,6 +66,19 @@ def test_build_is_cached_by_settings_and_corpus(tiny_dir, tmp_path):
                        intermediate_size=128, cache_dir=tiny_dir.parent)  # fmt: skip
     assert other != tiny_dir
     assert not [p for p in tiny_dir.parent.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written
+
+
+def test_building_leaves_the_global_generator_as_loading_does(tmp_path):
+    """The trainer seeds torch's generator before the model is set up and samples from it in RL: building the tiny
+    model (first run, empty cache) and loading it (every later run) must leave it in the same state."""
+    kw = dict(vocab_size=512, hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=2, intermediate_size=128,
+              seed=7, cache_dir=tmp_path)  # fmt: skip
+    draws = []
+    for _ in ("build", "load"):
+        torch.manual_seed(0)
+        build_tiny(CORPUS[:40], **kw)
+        draws.append(torch.rand(4))
+    assert torch.equal(*draws), draws
 
 
 def test_small_head_dim_is_refused(tmp_path):

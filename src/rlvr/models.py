@@ -120,8 +120,11 @@ def build_tiny(
         eos_token_id=hf_tok.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=hf_tok.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    # seeded on a forked generator: building must leave torch's global one (seeded by the trainer) as loading the
+    # cached checkpoint does, or a run's samples would depend on whether the model was already in the cache
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
     root.mkdir(parents=True, exist_ok=True)
