@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlvr.cli import main
@@ -40,7 +41,8 @@ def curves(root: Path, *tags: str) -> dict[str, dict[int, float]]:
 
 
 #: task config -> (its tasks' correctness reward components, RL slack on val accuracy, assert the reward rises,
-#: the issue's wall-time budget in minutes: printed beside the measured time, not asserted, as it moves with the load)
+#: the issue's wall-time budget in minutes: printed beside the measured time, not asserted, as it moves with the load;
+#: the budgets assume native bf16: without it the runs train in fp32, 4-5x slower, and .ci/run runs math only)
 RUNS = {
     "math": ({"math": "correctness"}, 0.02, True, 10),
     "sql": ({"sql": "sql_result_match"}, 0.04, False, 10),
@@ -66,8 +68,10 @@ def test_default_run_learns_in_sft_and_rl_keeps_it(task, tmp_path, monkeypatch):
     started = time.monotonic()
     assert main(["fit", *base, f"--trainer.logger.init_args.save_dir={tmp_path}"]) == 0
     minutes = (time.monotonic() - started) / 60
+    (saved,) = glob.glob(str(tmp_path / "**" / "config.yaml"), recursive=True)
+    precision = yaml.safe_load(Path(saved).read_text())["trainer"]["precision"]  # 32-true without native bf16
     print(
-        f"\n{task}: wall {minutes:.1f} min (start-up to exit; budget {budget} min"
+        f"\n{task}: wall {minutes:.1f} min (start-up to exit, {precision}; budget {budget} min"
         f"{', OVER' if minutes > budget else ''})"
     )
     tags = [f"val/{t}/{m}" for t in components for m in ("accuracy", "lenient_accuracy")]

@@ -170,7 +170,10 @@ def test_quantizing_the_base_twice_or_without_lora_is_a_one_line_error():
                          load_in_8bit=bits == 8, lora=LoraSettings(r=0), frozen_reference=True)  # fmt: skip
 
 
-def test_the_qlora_7b_config_instantiates_offline(cache):
+def test_the_qlora_7b_config_instantiates_offline(cache, monkeypatch):
+    monkeypatch.setenv(
+        "RLVR_CPU_BF16", "1"
+    )  # the GPU config as written (a CPU without bf16 would train in fp32)
     cli = build_cli(["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "task/code.yaml"),
                      "--config", str(CONFIGS / "model/qwen2.5-coder-7b-qlora.yaml")], run=False)  # fmt: skip
     m = cli.model

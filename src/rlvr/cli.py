@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rlvr.checkpointing import NAME as LAST_CKPT
 from rlvr.checkpointing import LastCheckpoint
 from rlvr.domains.base import DataError
+from rlvr.hardware import cpu_precision
 from rlvr.models import ModelLoadError
 from rlvr.resume import changed_settings
 
@@ -131,7 +132,17 @@ class RlvrCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")  # --checkpoint.every_n_steps=10
 
+    def before_instantiate_classes(self) -> None:
+        # bf16 on a CPU without native bf16 is emulated ~50x slower than fp32 (rlvr.hardware): train in fp32
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).get("trainer")
+        if trainer is not None:
+            trainer.precision, self.precision_note = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))  # fmt: skip
+
     def _run_subcommand(self, subcommand: str) -> None:
+        if getattr(
+            self, "precision_note", None
+        ):  # said once the run starts: a bad config stays one error line
+            print(f"rlvr: {self.precision_note}", file=sys.stderr)
         if subcommand != "fit":
             return super()._run_subcommand(subcommand)
         self._prepare_fit()
