@@ -1,14 +1,15 @@
-"""It learns: each default `make train TASK=...` run, read from its TensorBoard curves (slow: math ~7-10 min, sql and
-code ~7-10 min each, multi ~14-15 min on 2 CPU cores; `make test-learning`, run by `.ci/run`, so every number the README
-states for these runs is re-measured on each fresh clone).
+"""It learns: each default `make train TASK=...` run, read from its TensorBoard curves (slow, with native bf16 on 2 CPU
+cores: math, sql and code ~6-10 min each, multi ~14-16 min; in fp32, on a CPU without native bf16, 4-5x that, so
+`.ci/run` runs math only there). `make test-learning`, run by `.ci/run`, re-measures every number the README
+states for these runs on each fresh clone.
 
 For every task of the run: SFT on gold solutions must bring greedy validation accuracy (strict format; 200 distinct
 held-out problems for math, 100 prompts per task otherwise) from the untrained model's ~0 to at least 20%; the GRPO
 stage after it, trained on nothing but the verifier's reward, must not lose validation accuracy beyond the slack
-(4 prompts of 200, 4 of 100: about one standard error; 6 of 100 for each task of the multi run). For the math default the correctness reward must also rise
-over the RL steps; for the others it is printed, not asserted (measured flat to falling: see the README's "What the
-default run learns"). The math and code defaults gain 10+ points over their RL stage, but control runs show the
-gain is the learning-rate drop at the switch (continued SFT at the RL lr gains more), so it is not asserted as RL's.
+(4 prompts of 200, 4 of 100: about one standard error; 6 of 100 for each task of the multi run). For the math default
+the correctness reward must also rise over the RL steps; for the others it is printed, not asserted (measured flat to
+falling: see the README's "What the default run learns", which also gives the controls: a placebo reward loses what
+the verifier's reward gains on math, and continued SFT at the RL lr gains more than GRPO).
 """
 
 from __future__ import annotations
