@@ -59,6 +59,10 @@ class PlaceboMath(_Placebo, MathTask):
     def score(self, completion: str, reference: Mapping[str, Any]) -> dict[str, float]:
         return {**super().score(completion, reference), COIN: coin(completion, reference, self.p)}
 
+    def judge(self, completion: str, reference: Mapping[str, Any]):
+        j = super().judge(completion, reference)
+        return dataclasses.replace(j, components={**j.components, COIN: coin(completion, reference, self.p)})
+
 
 class PlaceboCode(_Placebo, CodeTask):
     """:class:`rlvr.domains.code.CodeTask` (generated tasks, real sandbox) with a coin-flip training reward."""

@@ -27,7 +27,8 @@ def test_bf16_falls_back_to_fp32_on_cpus_without_it_and_only_there(monkeypatch):
     monkeypatch.delenv("RLVR_CPU_BF16", raising=False)
     precision, note = cpu_precision("bf16-mixed", "cpu", ZEN3)
     assert precision == "32-true" and "bf16-mixed -> 32-true" in note and "RLVR_CPU_BF16=1" in note
-    assert cpu_precision("bf16-true", "cpu", ZEN3)[0] == "32-true"
+    assert cpu_precision("bf16", "cpu", ZEN3)[0] == "32-true"  # Lightning's alias of bf16-mixed
+    assert cpu_precision("bf16-true", "cpu", ZEN3) == ("bf16-true", None)  # bf16 weights: a deliberate choice
     assert cpu_precision("bf16-mixed", "cpu", SAPPHIRE) == ("bf16-mixed", None)
     # a GPU run is not the CPU's business
     assert cpu_precision("bf16-mixed", "gpu", ZEN3) == ("bf16-mixed", None)
@@ -48,3 +49,15 @@ def test_the_cli_trains_a_bf16_config_in_fp32_where_the_cpu_lacks_bf16(native, t
     wanted = "bf16-mixed" if native else "32-true"
     assert cli.trainer.precision == wanted and cli.config["trainer"]["precision"] == wanted
     assert ("-> 32-true" in (cli.precision_note or "")) is not native  # printed when the run starts
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_auto_resolves_like_lightning(cuda, monkeypatch):
+    monkeypatch.delenv("RLVR_CPU_BF16", raising=False)
+    monkeypatch.setattr(
+        "lightning.fabric.accelerators.cuda.CUDAAccelerator.is_available", staticmethod(lambda: cuda)
+    )
+    for accelerator in ("auto", None):
+        assert cpu_precision("bf16-mixed", accelerator, ZEN3)[0] == ("bf16-mixed" if cuda else "32-true")
+    cpu = {"class_path": "lightning.pytorch.accelerators.CPUAccelerator"}  # the CLI's form of an instance
+    assert cpu_precision("bf16-mixed", cpu, ZEN3)[0] == "32-true"

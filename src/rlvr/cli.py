@@ -133,15 +133,15 @@ class RlvrCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")  # --checkpoint.every_n_steps=10
 
     def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
         # bf16 on a CPU without native bf16 is emulated ~50x slower than fp32 (rlvr.hardware): train in fp32
         trainer = (self.config[self.subcommand] if self.subcommand else self.config).get("trainer")
         if trainer is not None:
             trainer.precision, self.precision_note = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))  # fmt: skip
 
     def _run_subcommand(self, subcommand: str) -> None:
-        if getattr(
-            self, "precision_note", None
-        ):  # said once the run starts: a bad config stays one error line
+        # said once, by rank 0, when the run starts (so a bad config stays a single error line)
+        if getattr(self, "precision_note", None) and os.environ.get("RANK", "0") == "0":
             print(f"rlvr: {self.precision_note}", file=sys.stderr)
         if subcommand != "fit":
             return super()._run_subcommand(subcommand)

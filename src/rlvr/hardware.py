@@ -38,23 +38,27 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def runs_on_cpu(accelerator) -> bool:
-    """Whether a Trainer with this ``accelerator`` setting trains on the CPU."""
-    if accelerator is not None and not isinstance(accelerator, str):
-        return type(accelerator).__name__ == "CPUAccelerator"
-    if accelerator == "cpu":
-        return True
-    if accelerator not in (None, "auto"):
-        return False
-    import torch
+    """Whether a Trainer with this ``accelerator`` setting (a name, an Accelerator, or the CLI's
+    ``{class_path: ...}``) trains on the CPU; ``auto`` is resolved the way Lightning resolves it."""
+    if accelerator is None or accelerator == "auto":
+        from lightning.fabric.utilities.device_parser import _select_auto_accelerator
 
-    mps = getattr(torch.backends, "mps", None)
-    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+        return _select_auto_accelerator() == "cpu"
+    if isinstance(accelerator, str):
+        return accelerator == "cpu"
+    name = accelerator.get("class_path", "") if hasattr(accelerator, "get") else type(accelerator).__name__
+    return str(name).rsplit(".", 1)[-1] == "CPUAccelerator"
+
+
+#: the precisions the fallback replaces: bf16 compute over fp32 weights (``bf16-true`` is a deliberate choice
+#: of bf16 weights, with ``model.dtype``; it is left alone, and the module already warns about it)
+MIXED_BF16 = ("bf16-mixed", "bf16")
 
 
 def cpu_precision(precision, accelerator, cpuinfo: str | None = None) -> tuple[object, str | None]:
-    """The precision to train with and, when it differs from ``precision``, the one-line reason: any bf16
-    precision on a CPU without native bf16 becomes ``32-true`` (unless ``RLVR_CPU_BF16=1``)."""
-    if not (isinstance(precision, str) and "bf16" in precision) or os.environ.get(FORCE_ENV) == "1":
+    """The precision to train with and, when it differs from ``precision``, the one-line reason: bf16-mixed on
+    a CPU without native bf16 becomes ``32-true`` (unless ``RLVR_CPU_BF16=1``)."""
+    if precision not in MIXED_BF16 or os.environ.get(FORCE_ENV) == "1":
         return precision, None
     if not runs_on_cpu(accelerator) or cpu_has_native_bf16(cpuinfo):
         return precision, None
