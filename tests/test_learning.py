@@ -1,6 +1,6 @@
 """It learns: each default `make train TASK=...` run, read from its TensorBoard curves (slow, with native bf16 on 2 CPU
-cores: math, sql and code ~6-10 min each, multi ~14-16 min; in fp32, on a CPU without native bf16, several times that, so
-`.ci/run` runs math only there). `make test-learning`, run by `.ci/run`, re-measures every number the README
+cores: math, sql and code ~6-10 min each, multi ~14-16 min; in fp32, on a CPU without native bf16, about twice that, so
+`.ci/run` leaves multi out there). `make test-learning`, run by `.ci/run`, re-measures every number the README
 states for these runs on each fresh clone.
 
 For every task of the run: SFT on gold solutions must bring greedy validation accuracy (strict format; 200 distinct
@@ -43,7 +43,7 @@ def curves(root: Path, *tags: str) -> dict[str, dict[int, float]]:
 
 #: task config -> (its tasks' correctness reward components, RL slack on val accuracy, assert the reward rises,
 #: the issue's wall-time budget in minutes: printed beside the measured time, not asserted, as it moves with the load;
-#: the budgets assume native bf16: without it the runs train in fp32, several times slower, and .ci/run runs math only)
+#: the budgets assume native bf16: without it the runs train in fp32, ~2x slower (math 13.0 min), and .ci/run leaves multi out)
 RUNS = {
     "math": ({"math": "correctness"}, 0.02, True, 10),
     "sql": ({"sql": "sql_result_match"}, 0.04, False, 10),
